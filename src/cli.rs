@@ -1,0 +1,194 @@
+//! Command-line interface. The doc comments here are the `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::data::{DEFAULT_MIRRORS, DataSource, Fetcher};
+use crate::error::{Error, Result};
+
+const AFTER_HELP: &str = "\
+Exit status: 0 success, 1 runtime failure (bad data or model file, network, I/O),
+2 usage error, 130 interrupted.
+
+Examples:
+  mnist-cnn train                        download MNIST into ./data, train 12 epochs, save model.bin
+  mnist-cnn train --data-dir ~/mnist     use (or fill) another data directory
+  mnist-cnn train --mirror file:///srv/mnist/   take the files from a local mirror
+  mnist-cnn eval model.bin               report loss and accuracy on the 10,000 test images";
+
+/// Train, evaluate and use the classic Keras MNIST convnet, natively.
+///
+/// mnist-cnn downloads MNIST, trains the convolutional network of Keras's mnist_cnn.py
+/// (two 3x3 convolutions, max-pooling, dropout, two dense layers; 1,199,882 parameters)
+/// with Adadelta, prints a Keras-style log, and saves the model for `eval`.
+#[derive(Debug, Parser)]
+#[command(name = "mnist-cnn", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train the network on MNIST, validate after every epoch, and save it.
+    Train(TrainArgs),
+    /// Load a saved model and report its loss and accuracy on the MNIST test set.
+    Eval(EvalArgs),
+    /// Print the network's layers, output shapes and parameter counts, Keras-style.
+    Summary,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Passes over the training set.
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..))]
+    pub epochs: u32,
+
+    /// Images per gradient step.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch: u32,
+
+    /// Adadelta learning rate (Keras's default is 1.0; rho 0.95 and epsilon 1e-7 are fixed).
+    #[arg(long, default_value_t = 1.0)]
+    pub lr: f64,
+
+    /// Seed for weight initialisation, shuffling and dropout. The same seed on the same
+    /// machine gives a byte-identical model file.
+    #[arg(long, default_value_t = 1337)]
+    pub seed: u64,
+
+    /// Train on only the first N training images.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit_train: Option<u64>,
+
+    /// Validate on only the first N test images.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit_test: Option<u64>,
+
+    /// Where to save the trained model (burn's burnpack format). Replaced only once the new
+    /// file is completely written.
+    #[arg(long, short, default_value = "model.bin", value_name = "PATH")]
+    pub out: PathBuf,
+
+    /// 0 = silent, 1 = progress bar, 2 = one line per epoch (as Keras).
+    #[arg(long, short, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub verbose: u8,
+
+    /// Print the layer table before training.
+    #[arg(long)]
+    pub summary: bool,
+
+    #[command(flatten)]
+    pub compute: ComputeArgs,
+
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Model file written by `mnist-cnn train`.
+    pub model: PathBuf,
+
+    /// Evaluate on only the first N test images.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit_test: Option<u64>,
+
+    #[command(flatten)]
+    pub compute: ComputeArgs,
+
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ComputeArgs {
+    /// Where to compute: `cpu` (burn's flex backend) or `wgpu` (GPU; needs a build with
+    /// `--features wgpu`).
+    #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
+    pub backend: BackendChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendChoice {
+    Cpu,
+    Wgpu,
+}
+
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    /// Directory holding the four MNIST .gz files; missing ones are downloaded into it.
+    /// Files you place there yourself (any valid IDX set) are used as they are.
+    #[arg(
+        long,
+        env = "MNIST_DATA_DIR",
+        default_value = "data",
+        value_name = "DIR"
+    )]
+    pub data_dir: PathBuf,
+
+    /// Base URL to download from, instead of the public mirrors; repeat to give several,
+    /// tried in order. `file:///path/` reads a local directory.
+    #[arg(long, value_name = "URL")]
+    pub mirror: Vec<String>,
+
+    /// Seconds to wait for a connection or for data before a download attempt fails.
+    #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+
+    /// Extra attempts per mirror after a transient failure.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub retries: u32,
+}
+
+impl DataArgs {
+    pub fn source(&self) -> DataSource {
+        let mirrors = if self.mirror.is_empty() {
+            DEFAULT_MIRRORS.iter().map(|m| m.to_string()).collect()
+        } else {
+            self.mirror.clone()
+        };
+        DataSource {
+            dir: self.data_dir.clone(),
+            fetcher: Fetcher {
+                mirrors,
+                timeout: std::time::Duration::from_secs(self.timeout),
+                retries: self.retries,
+                ..Fetcher::default()
+            },
+        }
+    }
+}
+
+/// Parses the command line, runs it, prints any error as one line, and returns the exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match crate::run(cli) {
+        Ok(()) => 0,
+        Err(err) => {
+            if matches!(err, Error::Interrupted(_)) {
+                eprintln!("{err}");
+            } else {
+                eprintln!("error: {err}");
+            }
+            err.exit_code()
+        }
+    }
+}
+
+/// `Some(n)` as a count, for the `--limit-*` options.
+pub fn limit(value: Option<u64>) -> Option<usize> {
+    value.map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+/// Checks what clap cannot express.
+pub fn check_train(args: &TrainArgs) -> Result<()> {
+    if !(args.lr.is_finite() && args.lr > 0.0) {
+        return Err(Error::Usage(format!(
+            "--lr must be a positive number, not {}",
+            args.lr
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,34 @@
+//! Turning MNIST bytes into the tensors the model reads.
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use super::idx::{COLS, PIXELS, ROWS};
+use super::mnist::Split;
+
+/// Images scaled to [0, 1] as `[n, 1, 28, 28]`, and their labels.
+pub struct Batch {
+    pub images: Tensor<4>,
+    pub labels: Tensor<1, Int>,
+}
+
+impl Batch {
+    /// The items of `split` at `indices`, in that order.
+    pub fn gather(split: &Split, indices: &[usize], device: &Device) -> Batch {
+        let mut pixels = Vec::with_capacity(indices.len() * PIXELS);
+        let mut labels = Vec::with_capacity(indices.len());
+        for &i in indices {
+            pixels.extend(split.image(i).iter().map(|&p| f32::from(p) / 255.0));
+            labels.push(i64::from(split.labels[i]));
+        }
+        Batch {
+            images: images_tensor(pixels, device),
+            labels: Tensor::from_data(TensorData::new(labels, [indices.len()]), device),
+        }
+    }
+}
+
+/// Pixels already scaled to [0, 1], 784 per image, as a `[n, 1, 28, 28]` tensor.
+pub fn images_tensor(pixels: Vec<f32>, device: &Device) -> Tensor<4> {
+    let n = pixels.len() / PIXELS;
+    Tensor::from_data(TensorData::new(pixels, [n, 1, ROWS, COLS]), device)
+}

@@ -1,0 +1,141 @@
+//! The four MNIST files, the local cache that holds them, and the decoded splits.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use super::download::Fetcher;
+use super::idx::{self, Decoded, Kind, PIXELS};
+use crate::error::{Error, IdxFault, Result};
+
+/// One of the four published files, with the SHA-256 of its decompressed content.
+#[derive(Debug, Clone, Copy)]
+pub struct MnistFile {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub sha256: &'static str,
+}
+
+impl MnistFile {
+    pub fn gz_name(&self) -> String {
+        format!("{}.gz", self.name)
+    }
+}
+
+pub const TRAIN_IMAGES: MnistFile = MnistFile {
+    name: "train-images-idx3-ubyte",
+    kind: Kind::Images,
+    sha256: "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+};
+pub const TRAIN_LABELS: MnistFile = MnistFile {
+    name: "train-labels-idx1-ubyte",
+    kind: Kind::Labels,
+    sha256: "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+};
+pub const TEST_IMAGES: MnistFile = MnistFile {
+    name: "t10k-images-idx3-ubyte",
+    kind: Kind::Images,
+    sha256: "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+};
+pub const TEST_LABELS: MnistFile = MnistFile {
+    name: "t10k-labels-idx1-ubyte",
+    kind: Kind::Labels,
+    sha256: "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+};
+
+/// Images (28x28 grey bytes, row-major, one after another) and their labels.
+#[derive(Debug, Clone, Default)]
+pub struct Split {
+    pub images: Vec<u8>,
+    pub labels: Vec<u8>,
+}
+
+impl Split {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn image(&self, index: usize) -> &[u8] {
+        &self.images[index * PIXELS..(index + 1) * PIXELS]
+    }
+}
+
+/// Which half of MNIST.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Train,
+    Test,
+}
+
+impl Part {
+    fn files(self) -> (MnistFile, MnistFile) {
+        match self {
+            Part::Train => (TRAIN_IMAGES, TRAIN_LABELS),
+            Part::Test => (TEST_IMAGES, TEST_LABELS),
+        }
+    }
+}
+
+/// Where the files live and how to get the missing ones.
+#[derive(Debug, Clone)]
+pub struct DataSource {
+    pub dir: PathBuf,
+    pub fetcher: Fetcher,
+}
+
+impl DataSource {
+    /// Loads one half of MNIST, downloading what is missing; `limit` keeps the first N items.
+    pub fn load(&self, part: Part, limit: Option<usize>) -> Result<Split> {
+        let (image_file, label_file) = part.files();
+        let (images, images_path) = self.obtain(&image_file)?;
+        let (labels, _) = self.obtain(&label_file)?;
+        if images.count != labels.count {
+            return Err(Error::Idx {
+                path: images_path,
+                fault: IdxFault::CountMismatch {
+                    images: images.count,
+                    labels: labels.count,
+                },
+            });
+        }
+        let keep = limit.map_or(images.count, |n| n.min(images.count));
+        let mut split = Split {
+            images: images.data,
+            labels: labels.data,
+        };
+        split.images.truncate(keep * PIXELS);
+        split.labels.truncate(keep);
+        Ok(split)
+    }
+
+    /// The decoded file and where it came from: the cache when present, else a mirror.
+    fn obtain(&self, file: &MnistFile) -> Result<(Decoded, PathBuf)> {
+        for path in [self.dir.join(file.gz_name()), self.dir.join(file.name)] {
+            if path.is_file() {
+                let decoded = read_file(&path, file.kind)?;
+                if decoded.sha256 != file.sha256 {
+                    // A user's own IDX set (Fashion-MNIST has this layout) is theirs to use.
+                    eprintln!(
+                        "note: {} is not the canonical MNIST file (its SHA-256 differs); using it as it is",
+                        path.display()
+                    );
+                }
+                return Ok((decoded, path));
+            }
+        }
+        let decoded = self.fetcher.fetch(file, &self.dir)?;
+        Ok((decoded, self.dir.join(file.gz_name())))
+    }
+}
+
+/// Decodes one IDX file from disk, naming the file in any error.
+pub fn read_file(path: &Path, kind: Kind) -> Result<Decoded> {
+    let file = File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
+    idx::decode(kind, file).map_err(|fault| Error::Idx {
+        path: path.to_path_buf(),
+        fault,
+    })
+}

@@ -1,0 +1,106 @@
+//! Typed errors and the exit codes they map to.
+
+use std::path::PathBuf;
+
+/// Exit code for a runtime failure (bad data, bad model file, network, I/O).
+pub const EXIT_FAILURE: i32 = 1;
+/// Exit code for a usage error (bad flag, impossible option combination). clap uses it too.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code when interrupted by Ctrl-C (128 + SIGINT), as shells report it.
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can end a command. Each variant renders as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A data file that is not a valid MNIST IDX file.
+    #[error("{}: {fault}", path.display())]
+    Idx { path: PathBuf, fault: IdxFault },
+
+    /// No mirror delivered a valid copy of a data file.
+    #[error("could not get {file}: {reason}")]
+    Download { file: String, reason: String },
+
+    /// A model file that cannot be read or does not fit this model.
+    #[error("cannot load model {}: {reason}", path.display())]
+    Model { path: PathBuf, reason: String },
+
+    /// A file-system operation failed.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The options do not make sense together, or ask for something this build lacks.
+    #[error("{0}")]
+    Usage(String),
+
+    /// The compute backend could not be set up or failed.
+    #[error("{0}")]
+    Backend(String),
+
+    /// Training diverged: the loss stopped being a finite number.
+    #[error("training diverged: loss is {value} at epoch {epoch}, step {step}")]
+    Diverged {
+        epoch: usize,
+        step: usize,
+        value: f32,
+    },
+
+    /// Stopped by Ctrl-C; the message says what was kept and how to go on.
+    #[error("{0}")]
+    Interrupted(String),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) => EXIT_USAGE,
+            Error::Interrupted(_) => EXIT_INTERRUPTED,
+            _ => EXIT_FAILURE,
+        }
+    }
+
+    pub fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            what,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// What is wrong with an IDX file; the file name is added by [`Error::Idx`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdxFault {
+    #[error("file is empty")]
+    Empty,
+    #[error("header is truncated ({0} bytes, expected {1})")]
+    ShortHeader(usize, usize),
+    #[error("bad magic number {found} (expected {expected}); not an IDX {kind} file")]
+    Magic {
+        found: u32,
+        expected: u32,
+        kind: &'static str,
+    },
+    #[error("images are {rows}x{cols}, expected 28x28")]
+    ImageSize { rows: u32, cols: u32 },
+    #[error("payload is truncated: {found} bytes, header declares {expected}")]
+    Truncated { found: u64, expected: u64 },
+    #[error("payload is longer than the header declares ({expected} bytes)")]
+    TrailingBytes { expected: u64 },
+    #[error("label {label} at index {index} is not a digit 0..9")]
+    Label { index: usize, label: u8 },
+    #[error("{images} images but {labels} labels")]
+    CountMismatch { images: usize, labels: usize },
+    #[error("header declares {0} items, more than this program accepts")]
+    TooLarge(u64),
+    #[error("gzip stream is corrupt: {0}")]
+    Gzip(String),
+    #[error("read failed: {0}")]
+    Read(String),
+}

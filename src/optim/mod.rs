@@ -1,0 +1,5 @@
+//! Optimizers burn does not ship.
+
+mod adadelta;
+
+pub use adadelta::{Adadelta, AdadeltaState};

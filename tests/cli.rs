@@ -1,0 +1,414 @@
+//! The binary as a user runs it: training and evaluating on the committed subset, the log,
+//! reproducibility, and one clear error with the right exit code for every bad input.
+
+mod common;
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use common::{copy_subset, subset_dir};
+use predicates::prelude::*;
+
+fn cmd() -> Command {
+    let mut cmd = Command::cargo_bin("mnist-cnn").unwrap();
+    cmd.env_remove("MNIST_DATA_DIR");
+    cmd
+}
+
+/// `Test loss: …` and `Test accuracy: …` from a command's output.
+fn test_lines(stdout: &str) -> (f64, f64) {
+    let value = |key: &str| -> f64 {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no `{key}` in:\n{stdout}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    (value("Test loss:"), value("Test accuracy:"))
+}
+
+#[test]
+fn trains_one_epoch_on_the_subset_then_eval_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.bin");
+    let out = cmd()
+        .args(["train", "--epochs", "1", "--data-dir"])
+        .arg(subset_dir())
+        .arg("--out")
+        .arg(&model)
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines[..6],
+        [
+            "x_train shape: (3000, 28, 28, 1)",
+            "3000 train samples",
+            "1000 test samples",
+            "Train on 3000 samples, validate on 1000 samples",
+            "Epoch 1/1",
+            lines[5],
+        ]
+    );
+    // Not a terminal: one plain line for the epoch, no carriage returns.
+    let epoch = regex_lite(lines[5]);
+    assert!(epoch, "epoch line: {:?}", lines[5]);
+    assert!(!stdout.contains('\r') && !stdout.contains('\u{8}'));
+
+    let (loss, accuracy) = test_lines(&stdout);
+    // Chance is 0.10 and loss ln(10) = 2.30; one epoch of 24 steps gets well past both.
+    assert!(accuracy >= 0.6, "accuracy {accuracy}");
+    assert!(loss < 1.2, "loss {loss}");
+    // The epoch line's val_acc is the same number, rounded.
+    assert!(
+        lines[5].ends_with(&format!("val_acc: {accuracy:.4}")),
+        "{}",
+        lines[5]
+    );
+
+    let eval = cmd()
+        .arg("eval")
+        .arg(&model)
+        .arg("--data-dir")
+        .arg(subset_dir())
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let eval_stdout = String::from_utf8(eval.stdout).unwrap();
+    assert_eq!(test_lines(&eval_stdout), (loss, accuracy));
+    assert!(eval_stdout.starts_with("1000 test samples\n"));
+}
+
+/// `3000/3000 [==============================] - 12s - loss: 1.2345 - acc: 0.5678 - val_loss: 0.7000 - val_acc: 0.7500`
+fn regex_lite(line: &str) -> bool {
+    let Some(rest) = line.strip_prefix("3000/3000 [==============================] - ") else {
+        return false;
+    };
+    let Some((secs, rest)) = rest.split_once("s - ") else {
+        return false;
+    };
+    let names = ["loss", "acc", "val_loss", "val_acc"];
+    let parts: Vec<&str> = rest.split(" - ").collect();
+    secs.parse::<u64>().is_ok()
+        && parts.len() == 4
+        && parts.iter().zip(names).all(|(part, name)| {
+            part.strip_prefix(name)
+                .and_then(|v| v.strip_prefix(": "))
+                .is_some_and(|v| v.len() == 6 && v.parse::<f64>().is_ok())
+        })
+}
+
+fn train_small(dir: &Path, seed: &str, name: &str) -> Vec<u8> {
+    let out = dir.join(name);
+    cmd()
+        .args([
+            "train",
+            "--epochs",
+            "2",
+            "--limit-train",
+            "300",
+            "--limit-test",
+            "100",
+        ])
+        .args([
+            "--batch",
+            "64",
+            "--verbose",
+            "0",
+            "--seed",
+            seed,
+            "--data-dir",
+        ])
+        .arg(subset_dir())
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    std::fs::read(out).unwrap()
+}
+
+#[test]
+fn same_seed_gives_the_same_file_and_another_seed_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = train_small(dir.path(), "7", "a.bin");
+    let b = train_small(dir.path(), "7", "b.bin");
+    let c = train_small(dir.path(), "8", "c.bin");
+    assert!(a == b, "same seed, different model files");
+    assert!(a != c, "different seeds, same model file");
+}
+
+#[test]
+fn verbose_two_prints_one_summary_line_per_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cmd()
+        .args([
+            "train",
+            "--epochs",
+            "2",
+            "--limit-train",
+            "200",
+            "--limit-test",
+            "50",
+        ])
+        .args(["--verbose", "2", "--data-dir"])
+        .arg(subset_dir())
+        .arg("--out")
+        .arg(dir.path().join("m.bin"))
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let epoch_lines: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains(" - val_acc: "))
+        .collect();
+    assert_eq!(epoch_lines.len(), 2, "{stdout}");
+    assert!(
+        epoch_lines
+            .iter()
+            .all(|l| l.contains("s - loss: ") && !l.contains('['))
+    );
+    assert!(stdout.contains("Epoch 2/2\n"));
+}
+
+/// Runs a failing command and checks it printed exactly one line, an `error:` one.
+fn fails_with_one_line(cmd: &mut Command, code: i32, needle: &str) {
+    let out = cmd.assert().code(code).get_output().clone();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "stderr: {stderr}");
+    assert!(lines[0].starts_with("error: "), "stderr: {stderr}");
+    assert!(
+        lines[0].contains(needle),
+        "stderr lacks {needle:?}: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"));
+}
+
+#[test]
+fn corrupt_data_files_are_one_line_errors() {
+    let name = "train-images-idx3-ubyte.gz";
+    let good = std::fs::read(subset_dir().join(name)).unwrap();
+    let plain = {
+        use std::io::Read;
+        let mut v = Vec::new();
+        flate2_read(&good).read_to_end(&mut v).unwrap();
+        v
+    };
+    let mut wrong_magic = plain.clone();
+    wrong_magic[3] = 1;
+    let mut trailing = plain.clone();
+    trailing.extend_from_slice(&[0; 5]);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("empty", Vec::new(), "file is empty"),
+        ("truncated gzip", good[..good.len() / 3].to_vec(), "gzip"),
+        ("wrong magic", wrong_magic, "bad magic number 2049"),
+        (
+            "payload cut",
+            plain[..plain.len() - 100].to_vec(),
+            "payload is truncated",
+        ),
+        (
+            "trailing bytes",
+            trailing,
+            "longer than the header declares",
+        ),
+        ("text", b"this is not MNIST\n".to_vec(), "bad magic number"),
+    ];
+    for (what, bytes, needle) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        copy_subset(dir.path());
+        std::fs::write(dir.path().join(name), &bytes).unwrap();
+        let mut c = cmd();
+        c.args(["train", "--epochs", "1", "--data-dir"])
+            .arg(dir.path())
+            .arg("--out")
+            .arg(dir.path().join("m.bin"));
+        eprintln!("case: {what}");
+        fails_with_one_line(&mut c, 1, needle);
+        assert!(!dir.path().join("m.bin").exists());
+    }
+}
+
+fn flate2_read(bytes: &[u8]) -> impl std::io::Read + '_ {
+    flate2::read::GzDecoder::new(bytes)
+}
+
+#[test]
+fn bad_label_files_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_subset(dir.path());
+    let mut labels = vec![0, 0, 8, 1, 0, 0, 11, 184]; // magic 2049, 3000 labels
+    labels.extend(std::iter::repeat_n(3u8, 2999));
+    labels.push(12);
+    std::fs::remove_file(dir.path().join("train-labels-idx1-ubyte.gz")).unwrap();
+    std::fs::write(dir.path().join("train-labels-idx1-ubyte"), &labels).unwrap();
+    let out = cmd()
+        .args(["eval", "--data-dir"])
+        .arg(dir.path())
+        .arg("nonexistent.bin")
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nonexistent.bin"));
+    let out = cmd()
+        .args(["train", "--data-dir"])
+        .arg(dir.path())
+        .arg("--out")
+        .arg(dir.path().join("m.bin"))
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let last = stderr.lines().last().unwrap();
+    assert!(
+        last.starts_with("error: ")
+            && last.contains("train-labels-idx1-ubyte:")
+            && last.contains("label 12 at index 2999"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("error:").count(), 1);
+}
+
+#[test]
+fn bad_model_files_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.bin");
+    // A real model to damage.
+    cmd()
+        .args([
+            "train",
+            "--epochs",
+            "1",
+            "--limit-train",
+            "64",
+            "--limit-test",
+            "10",
+        ])
+        .args(["--verbose", "0", "--data-dir"])
+        .arg(subset_dir())
+        .arg("--out")
+        .arg(&model)
+        .assert()
+        .success();
+    let good = std::fs::read(&model).unwrap();
+    let data_file = std::fs::read(subset_dir().join("t10k-labels-idx1-ubyte.gz")).unwrap();
+    let mut flipped = good.clone();
+    flipped[0] ^= 0xff;
+    let cases: Vec<(&str, Option<Vec<u8>>)> = vec![
+        ("missing", None),
+        ("empty", Some(Vec::new())),
+        ("truncated", Some(good[..good.len() / 2].to_vec())),
+        ("header only", Some(good[..16].to_vec())),
+        ("foreign", Some(b"{\"not\": \"a model\"}".to_vec())),
+        ("a data file", Some(data_file)),
+        ("bad magic", Some(flipped)),
+    ];
+    for (what, bytes) in cases {
+        let path = dir.path().join(format!("{what}.bin"));
+        if let Some(bytes) = bytes {
+            std::fs::write(&path, bytes).unwrap();
+        }
+        eprintln!("case: {what}");
+        let mut c = cmd();
+        c.arg("eval").arg(&path).arg("--data-dir").arg(subset_dir());
+        fails_with_one_line(&mut c, 1, "cannot load model");
+    }
+}
+
+#[test]
+fn usage_errors_exit_with_two() {
+    for args in [
+        vec!["train", "--epochs", "0"],
+        vec!["train", "--batch", "abc"],
+        vec!["train", "--verbose", "3"],
+        vec!["train", "--no-such-flag"],
+        vec!["eval"],
+        vec!["frobnicate"],
+    ] {
+        cmd()
+            .args(&args)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("error"));
+    }
+    fails_with_one_line(
+        cmd()
+            .args(["train", "--lr=-1", "--data-dir"])
+            .arg(subset_dir()),
+        2,
+        "--lr must be a positive number",
+    );
+}
+
+#[cfg(not(feature = "wgpu"))]
+#[test]
+fn wgpu_without_the_feature_says_how_to_get_it() {
+    fails_with_one_line(
+        cmd().args(["eval", "model.bin", "--backend", "wgpu"]),
+        2,
+        "--features wgpu",
+    );
+}
+
+#[test]
+fn an_unwritable_out_path_fails_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cmd();
+    c.args(["train", "--data-dir"])
+        .arg(subset_dir())
+        .arg("--out")
+        .arg(dir.path());
+    fails_with_one_line(&mut c, 1, "it is a directory");
+    let mut c = cmd();
+    c.args(["train", "--data-dir"])
+        .arg(subset_dir())
+        .arg("--out")
+        .arg(dir.path().join("no/such/dir/m.bin"));
+    fails_with_one_line(&mut c, 1, "no such directory");
+}
+
+#[test]
+fn downloads_from_a_file_mirror_and_refuses_non_canonical_bytes() {
+    // The subset is not canonical MNIST, so a mirror serving it must be refused, and nothing
+    // may be left in the cache.
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let mut c = cmd();
+    c.args(["train", "--data-dir"])
+        .arg(&cache)
+        .arg("--mirror")
+        .arg(format!("file://{}/", subset_dir().display()))
+        .arg("--out")
+        .arg(dir.path().join("m.bin"));
+    fails_with_one_line(&mut c, 1, "checksum mismatch");
+    let left: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn help_explains_and_summary_counts() {
+    cmd()
+        .arg("--help")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("Exit status: 0 success"));
+    cmd().args(["train", "--help"]).assert().success().stdout(
+        predicate::str::contains("--data-dir <DIR>")
+            .and(predicate::str::contains("MNIST_DATA_DIR")),
+    );
+    cmd()
+        .arg("summary")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("Total params: 1,199,882"));
+}

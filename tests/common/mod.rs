@@ -1,0 +1,156 @@
+//! Helpers shared by the integration tests: the committed subset and a loopback HTTP server.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// The small real MNIST subset made by `scripts/make-subset.py`.
+pub fn subset_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist-subset")
+}
+
+/// The subset's SHA-256 for one file name, from its SHA256SUMS.
+pub fn subset_sha256(name: &str) -> &'static str {
+    let sums = std::fs::read_to_string(subset_dir().join("SHA256SUMS")).unwrap();
+    let line = sums
+        .lines()
+        .find(|l| l.ends_with(&format!("  {name}")))
+        .unwrap_or_else(|| panic!("{name} missing from SHA256SUMS"));
+    Box::leak(line[..64].to_string().into_boxed_str())
+}
+
+/// Copies the subset into `dir`.
+pub fn copy_subset(dir: &Path) {
+    for entry in std::fs::read_dir(subset_dir()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+}
+
+/// What the test server does with one request.
+#[derive(Clone)]
+pub enum Reply {
+    Status(u16),
+    Body(Vec<u8>),
+    /// Declares the full length but sends only the first `usize` bytes, then closes.
+    CutShort(Vec<u8>, usize),
+    /// Accepts and never answers (until the server stops).
+    Stall,
+}
+
+/// A loopback HTTP/1.1 server that answers each request with the next reply queued for its
+/// path, and logs the paths asked for. It serves a bounded number of connections and stops
+/// when dropped.
+pub struct Server {
+    pub base: String,
+    pub log: Arc<Mutex<Vec<String>>>,
+    handle: Option<JoinHandle<()>>,
+    stop: Arc<Mutex<bool>>,
+}
+
+impl Server {
+    /// `routes`: (path prefix, replies in order; the last one repeats).
+    pub fn start(routes: Vec<(&str, Vec<Reply>)>) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        listener.set_nonblocking(true).unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(Mutex::new(false));
+        let mut routes: Vec<(String, Vec<Reply>)> = routes
+            .into_iter()
+            .map(|(p, r)| (p.to_string(), r))
+            .collect();
+        let (log2, stop2) = (log.clone(), stop.clone());
+        let handle = std::thread::spawn(move || {
+            let mut stalled = Vec::new();
+            // Bounded: at most 200 connections or 60 s, whichever comes first.
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            let mut served = 0;
+            while served < 200 && std::time::Instant::now() < deadline && !*stop2.lock().unwrap() {
+                let (stream, _) = match listener.accept() {
+                    Ok(s) => s,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                };
+                served += 1;
+                stream.set_nonblocking(false).unwrap();
+                let path = read_request_path(&stream);
+                log2.lock().unwrap().push(path.clone());
+                let reply = routes
+                    .iter_mut()
+                    .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+                    .map(|(_, replies)| {
+                        if replies.len() > 1 {
+                            replies.remove(0)
+                        } else {
+                            replies[0].clone()
+                        }
+                    })
+                    .unwrap_or(Reply::Status(404));
+                if let Some(s) = answer(stream, reply) {
+                    stalled.push(s);
+                }
+            }
+        });
+        Server {
+            base,
+            log,
+            handle: Some(handle),
+            stop,
+        }
+    }
+
+    pub fn requests(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        *self.stop.lock().unwrap() = true;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn read_request_path(mut stream: &TcpStream) -> String {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") && buf.len() < 8192 {
+        match stream.read(&mut byte) {
+            Ok(1) => buf.push(byte[0]),
+            _ => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&buf);
+    text.split_whitespace().nth(1).unwrap_or("").to_string()
+}
+
+/// Writes the reply; a stalled stream is handed back so it stays open.
+fn answer(mut stream: TcpStream, reply: Reply) -> Option<TcpStream> {
+    let head = |status: &str, len: usize| {
+        format!("HTTP/1.1 {status}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n")
+    };
+    let _ = match reply {
+        Reply::Status(code) => stream.write_all(head(&format!("{code} Test"), 0).as_bytes()),
+        Reply::Body(body) => stream
+            .write_all(head("200 OK", body.len()).as_bytes())
+            .and_then(|()| stream.write_all(&body)),
+        Reply::CutShort(body, sent) => stream
+            .write_all(head("200 OK", body.len()).as_bytes())
+            .and_then(|()| stream.write_all(&body[..sent])),
+        Reply::Stall => return Some(stream),
+    };
+    None
+}

@@ -1,0 +1,177 @@
+//! Downloading into the cache: file:// mirrors, fall-through on bad mirrors, retries, timeouts,
+//! and nothing bad ever left in the cache. All offline: a loopback server stands in for the web.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Reply, Server, subset_dir, subset_sha256};
+use mnist_cnn::Error;
+use mnist_cnn::data::Fetcher;
+use mnist_cnn::data::idx::Kind;
+use mnist_cnn::data::mnist::MnistFile;
+
+/// The subset's label file, whose checksum stands in for the canonical one.
+fn labels_file() -> MnistFile {
+    MnistFile {
+        name: "train-labels-idx1-ubyte",
+        kind: Kind::Labels,
+        sha256: subset_sha256("train-labels-idx1-ubyte"),
+    }
+}
+
+fn good_gz() -> Vec<u8> {
+    std::fs::read(subset_dir().join("train-labels-idx1-ubyte.gz")).unwrap()
+}
+
+fn fetcher(mirrors: Vec<String>) -> Fetcher {
+    Fetcher {
+        mirrors,
+        timeout: Duration::from_secs(1),
+        retries: 2,
+        backoff: Duration::from_millis(10),
+        progress: false,
+    }
+}
+
+/// Names in `dir`, sorted: the cache must hold exactly what passed, and no temporaries.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn file_mirror_fills_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let mirror = format!("file://{}/", subset_dir().display());
+    let decoded = fetcher(vec![mirror]).fetch(&labels_file(), &cache).unwrap();
+    assert_eq!(decoded.count, 3000);
+    assert_eq!(listing(&cache), ["train-labels-idx1-ubyte.gz"]);
+    assert_eq!(
+        std::fs::read(cache.join("train-labels-idx1-ubyte.gz")).unwrap(),
+        good_gz()
+    );
+}
+
+#[test]
+fn corrupt_first_mirror_falls_through_to_the_second() {
+    let good = good_gz();
+    // Right-sized, wrong bytes.
+    let bad: Vec<u8> = good.iter().map(|b| b.wrapping_add(1)).collect();
+    let server = Server::start(vec![
+        ("/bad/", vec![Reply::Body(bad)]),
+        ("/good/", vec![Reply::Body(good.clone())]),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let mirrors = vec![
+        format!("{}/bad/", server.base),
+        format!("{}/good", server.base),
+    ];
+    let decoded = fetcher(mirrors).fetch(&labels_file(), dir.path()).unwrap();
+    assert_eq!(decoded.count, 3000);
+    assert_eq!(
+        server.requests(),
+        [
+            "/bad/train-labels-idx1-ubyte.gz",
+            "/good/train-labels-idx1-ubyte.gz"
+        ]
+    );
+    assert_eq!(listing(dir.path()), ["train-labels-idx1-ubyte.gz"]);
+}
+
+#[test]
+fn a_valid_file_with_the_wrong_checksum_is_not_cached() {
+    // A real gzip of a real IDX file, but not the one asked for (test labels, not train).
+    let other = std::fs::read(subset_dir().join("t10k-labels-idx1-ubyte.gz")).unwrap();
+    let server = Server::start(vec![("/", vec![Reply::Body(other)])]);
+    let dir = tempfile::tempdir().unwrap();
+    let err = fetcher(vec![server.base.clone()])
+        .fetch(&labels_file(), dir.path())
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Download { .. }));
+    assert!(text.contains("checksum mismatch"), "{text}");
+    // A checksum mismatch is not retried: the mirror will not change its mind.
+    assert_eq!(server.requests().len(), 1);
+    assert!(listing(dir.path()).is_empty(), "{:?}", listing(dir.path()));
+}
+
+#[test]
+fn transient_faults_are_retried_and_permanent_ones_skip_the_mirror() {
+    let good = good_gz();
+    let server = Server::start(vec![
+        ("/gone/", vec![Reply::Status(404)]),
+        (
+            "/flaky/",
+            vec![
+                Reply::Status(500),
+                Reply::CutShort(good.clone(), good.len() / 2),
+                Reply::Body(good.clone()),
+            ],
+        ),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let mirrors = vec![
+        format!("{}/gone/", server.base),
+        format!("{}/flaky/", server.base),
+    ];
+    fetcher(mirrors).fetch(&labels_file(), dir.path()).unwrap();
+    let requests = server.requests();
+    assert_eq!(requests.len(), 4, "{requests:?}");
+    assert!(requests[0].starts_with("/gone/"));
+    assert!(requests[1..].iter().all(|r| r.starts_with("/flaky/")));
+    assert_eq!(listing(dir.path()), ["train-labels-idx1-ubyte.gz"]);
+}
+
+#[test]
+fn a_stalled_mirror_times_out_and_the_next_is_tried() {
+    let server = Server::start(vec![
+        ("/stall/", vec![Reply::Stall]),
+        ("/good/", vec![Reply::Body(good_gz())]),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut f = fetcher(vec![
+        format!("{}/stall/", server.base),
+        format!("{}/good/", server.base),
+    ]);
+    f.retries = 0;
+    let start = std::time::Instant::now();
+    f.fetch(&labels_file(), dir.path()).unwrap();
+    // The 1 s timeout fired once; far less than the 60 s the server would hold the line.
+    assert!(start.elapsed() < Duration::from_secs(20));
+    assert_eq!(listing(dir.path()), ["train-labels-idx1-ubyte.gz"]);
+}
+
+#[test]
+fn when_every_mirror_fails_the_error_names_each() {
+    let server = Server::start(vec![("/", vec![Reply::Status(404)])]);
+    let dir = tempfile::tempdir().unwrap();
+    let mirrors = vec![
+        format!("{}/a/", server.base),
+        "file:///nonexistent/mnist/".to_string(),
+    ];
+    let err = fetcher(mirrors)
+        .fetch(&labels_file(), dir.path())
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with("could not get train-labels-idx1-ubyte.gz: "),
+        "{text}"
+    );
+    assert!(
+        text.contains("/a/train-labels-idx1-ubyte.gz: HTTP 404"),
+        "{text}"
+    );
+    assert!(
+        text.contains("file:///nonexistent/mnist/train-labels-idx1-ubyte.gz: "),
+        "{text}"
+    );
+    assert!(!text.contains('\n'));
+    assert!(listing(dir.path()).is_empty());
+}
