@@ -66,10 +66,17 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub limit_test: Option<u64>,
 
-    /// Where to save the trained model (burn's burnpack format). Replaced only once the new
-    /// file is completely written.
-    #[arg(long, short, default_value = "model.bin", value_name = "PATH")]
-    pub out: PathBuf,
+    /// Where to save the trained model (burn's burnpack format) [default: model.bin, or
+    /// beside the checkpoint when resuming]. Replaced only once the new file is completely
+    /// written. After every epoch a checkpoint is kept next to it, as PATH.ckpt.
+    #[arg(long, short, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+
+    /// Continue an interrupted run from its checkpoint (PATH.ckpt). Seed, batch size and
+    /// learning rate come from the checkpoint; with them the result is byte-identical to a
+    /// run that was never interrupted.
+    #[arg(long, value_name = "CHECKPOINT")]
+    pub resume: Option<PathBuf>,
 
     /// 0 = silent, 1 = progress bar, 2 = one line per epoch (as Keras).
     #[arg(long, short, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=2))]

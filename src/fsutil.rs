@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 
@@ -14,8 +15,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
+    let prefix = format!(".{name}.");
+    remove_stale(dir, &prefix, ".tmp");
     let mut temp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
+        .prefix(&prefix)
         .suffix(".tmp")
         .tempfile_in(dir)
         .map_err(|e| Error::io("cannot create a temporary file in", dir, e))?;
@@ -47,6 +50,29 @@ pub fn check_writable_target(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A temporary this old was left by a killed process: a live writer touches its file far
+/// more often.
+const STALE_AFTER: Duration = Duration::from_secs(120);
+
+/// Deletes leftovers `<prefix>*<suffix>` in `dir` from a process that was killed mid-write.
+/// Best effort: what cannot be listed or removed is left alone.
+pub fn remove_stale(dir: &Path, prefix: &str, suffix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE_AFTER));
+        if name.starts_with(prefix) && name.ends_with(suffix) && old {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -57,6 +83,7 @@ fn parent_dir(path: &Path) -> &Path {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::SystemTime;
 
     #[test]
     fn replaces_whole_and_leaves_no_temporaries() {
@@ -66,6 +93,29 @@ mod tests {
         write_atomic(&path, b"new contents").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"new contents");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn stale_temporaries_are_removed_and_fresh_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let stale = dir.path().join(".model.bin.abc123.tmp");
+        let fresh = dir.path().join(".model.bin.def456.tmp");
+        let other = dir.path().join("notes.tmp");
+        for p in [&stale, &fresh, &other] {
+            std::fs::write(p, b"partial").unwrap();
+        }
+        let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        for p in [&stale, &other] {
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(an_hour_ago)
+                .unwrap();
+        }
+        write_atomic(&dir.path().join("model.bin"), b"m").unwrap();
+        assert!(!stale.exists());
+        assert!(fresh.exists() && other.exists());
     }
 
     #[test]

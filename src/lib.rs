@@ -5,11 +5,13 @@
 //! commands, and `progress` renders Keras's log.
 
 pub mod backend;
+pub mod checkpoint;
 pub mod cli;
 pub mod data;
 pub mod error;
 pub mod eval;
 pub mod fsutil;
+pub mod interrupt;
 pub mod model;
 pub mod optim;
 pub mod progress;

@@ -1,24 +1,27 @@
 //! The training loop and the `train` command.
 
 use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use burn::module::Module;
-use burn::optim::GradientsParams;
-use burn::tensor::Device;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::{Bytes, Device};
 use rand::seq::SliceRandom;
 use rand::{SeedableRng, rngs::StdRng};
 
+use crate::checkpoint::{self, Checkpoint};
 use crate::cli::{self, TrainArgs};
 use crate::data::batch::Batch;
 use crate::data::idx::{COLS, ROWS};
 use crate::data::{Part, Split};
 use crate::error::{Error, Result};
 use crate::eval::{Evaluation, evaluate};
-use crate::fsutil;
 use crate::model::{Model, count_correct, cross_entropy};
 use crate::optim::Adadelta;
 use crate::progress::{EpochPrinter, Progbar, Verbosity};
+use crate::{fsutil, interrupt};
 
 /// What `fit` needs besides the data.
 #[derive(Debug, Clone)]
@@ -51,22 +54,43 @@ fn stream_seed(seed: u64, epoch: usize, purpose: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Trains `model` on `train`, validating on `test` after each epoch and writing Keras's log to
-/// `out`. `device` is the plain device; training runs on its autodiff twin.
+/// Where a run stands: the network, its optimizer, and how many epochs are behind them.
+pub struct TrainState {
+    pub model: Model,
+    pub optim: ModuleOptimizer,
+    pub epochs_done: usize,
+}
+
+impl TrainState {
+    pub fn new(model: Model) -> Self {
+        TrainState {
+            model,
+            optim: Adadelta::default().init(),
+            epochs_done: 0,
+        }
+    }
+}
+
+/// Trains from `state` up to `config.epochs`, validating on `test` after each epoch and
+/// writing Keras's log to `out`. `device` is the plain device; training runs on its autodiff
+/// twin. After each epoch `checkpoint` (if any) is written atomically; `stop` is polled after
+/// every batch.
+#[allow(clippy::too_many_arguments)]
 pub fn fit(
-    mut model: Model,
+    mut state: TrainState,
     train: &Split,
     test: &Split,
     config: &FitConfig,
     device: &Device,
     out: &mut impl Write,
+    checkpoint: Option<&Path>,
+    stop: &AtomicBool,
 ) -> Result<(Model, Vec<EpochRecord>)> {
     let train_device = device.clone().autodiff();
-    let mut optim = Adadelta::default().init();
     let mut history = Vec::with_capacity(config.epochs);
     let log_err = |e: std::io::Error| Error::io("cannot write the log to", "stdout", e);
 
-    for epoch in 1..=config.epochs {
+    for epoch in state.epochs_done + 1..=config.epochs {
         if config.verbosity != Verbosity::Silent {
             writeln!(out, "Epoch {epoch}/{}", config.epochs).map_err(log_err)?;
         }
@@ -82,8 +106,11 @@ pub fn fit(
         let mut printer = EpochPrinter::new(&mut *out, config.verbosity, config.interactive);
         let mut last = Vec::new();
         for (step, chunk) in order.chunks(config.batch).enumerate() {
+            if stop.load(Ordering::SeqCst) {
+                return Err(interrupted(epoch, config, checkpoint, state.epochs_done));
+            }
             let batch = Batch::gather(train, chunk, &train_device);
-            let logits = model.forward(batch.images);
+            let logits = state.model.forward(batch.images);
             let correct = count_correct(logits.clone().detach(), batch.labels.clone());
             let loss = cross_entropy(logits, batch.labels).mean();
             let loss_value = loss.clone().into_scalar::<f32>();
@@ -94,8 +121,8 @@ pub fn fit(
                     value: loss_value,
                 });
             }
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(config.lr, model, grads);
+            let grads = GradientsParams::from_grads(loss.backward(), &state.model);
+            state.model = state.optim.step(config.lr, state.model, grads);
 
             let acc = correct.into_scalar::<i64>() as f64 / chunk.len() as f64;
             let values = [("loss", f64::from(loss_value)), ("acc", acc)];
@@ -109,10 +136,14 @@ pub fn fit(
             }
         }
 
-        let val = evaluate(&model.valid(), test, device);
+        let val = evaluate(&state.model.valid(), test, device);
         last.extend([("val_loss", val.loss), ("val_acc", val.accuracy)]);
         bar.update(train.len(), &last);
         printer.finish(&bar).map_err(log_err)?;
+        state.epochs_done = epoch;
+        if let Some(path) = checkpoint {
+            save_checkpoint(path, &state, config, train, test)?;
+        }
         history.push(EpochRecord {
             epoch,
             loss: bar.mean("loss").unwrap_or(f64::NAN),
@@ -121,14 +152,106 @@ pub fn fit(
             elapsed: printer.elapsed(),
         });
     }
-    Ok((model, history))
+    Ok((state.model, history))
+}
+
+fn save_checkpoint(
+    path: &Path,
+    state: &TrainState,
+    config: &FitConfig,
+    train: &Split,
+    test: &Split,
+) -> Result<()> {
+    let optimizer = state
+        .optim
+        .into_bytes()
+        .map_err(|e| Error::Backend(format!("cannot serialise the optimizer state: {e}")))?;
+    let checkpoint = Checkpoint {
+        epochs_done: state.epochs_done as u32,
+        seed: config.seed,
+        batch: config.batch as u32,
+        lr: config.lr,
+        train_len: train.len() as u64,
+        test_len: test.len() as u64,
+        model: state.model.valid().to_bytes()?,
+        optimizer: optimizer.to_vec(),
+    };
+    fsutil::write_atomic(path, &checkpoint.to_bytes())
+}
+
+fn interrupted(epoch: usize, config: &FitConfig, checkpoint: Option<&Path>, done: usize) -> Error {
+    let head = format!("interrupted in epoch {epoch} of {}", config.epochs);
+    Error::Interrupted(match checkpoint {
+        Some(path) if done > 0 => format!(
+            "{head}; {} holds epoch {done}: continue with `mnist-cnn train --resume {}` and the same options",
+            path.display(),
+            path.display()
+        ),
+        _ => format!("{head}, before the first checkpoint; nothing was saved"),
+    })
+}
+
+/// Restores a run from its checkpoint, checking it fits this data and these options.
+fn resume(
+    path: &Path,
+    config: &mut FitConfig,
+    train: &Split,
+    test: &Split,
+    train_device: &Device,
+) -> Result<TrainState> {
+    let ckpt = Checkpoint::load(path)?;
+    if (ckpt.train_len, ckpt.test_len) != (train.len() as u64, test.len() as u64) {
+        return Err(Error::Usage(format!(
+            "{} was made with {} training and {} test images, not {} and {}; pass the same --limit-train/--limit-test",
+            path.display(),
+            ckpt.train_len,
+            ckpt.test_len,
+            train.len(),
+            test.len()
+        )));
+    }
+    if ckpt.epochs_done as usize >= config.epochs {
+        return Err(Error::Usage(format!(
+            "{} already holds {} epochs; pass --epochs above that to train further",
+            path.display(),
+            ckpt.epochs_done
+        )));
+    }
+    if (ckpt.seed, ckpt.batch as usize, ckpt.lr) != (config.seed, config.batch, config.lr) {
+        eprintln!(
+            "note: continuing with the checkpoint's --seed {} --batch {} --lr {}",
+            ckpt.seed, ckpt.batch, ckpt.lr
+        );
+        config.seed = ckpt.seed;
+        config.batch = ckpt.batch as usize;
+        config.lr = ckpt.lr;
+    }
+    let model = Model::from_bytes(ckpt.model, path, train_device)?;
+    let optim = Adadelta::default()
+        .init()
+        .from_bytes(Bytes::from_bytes_vec(ckpt.optimizer))
+        .map_err(|e| Error::Model {
+            path: path.to_path_buf(),
+            reason: format!("the optimizer state is unreadable ({e})"),
+        })?;
+    Ok(TrainState {
+        model,
+        optim,
+        epochs_done: ckpt.epochs_done as usize,
+    })
 }
 
 /// `mnist-cnn train`.
 pub fn run(args: &TrainArgs) -> Result<()> {
     cli::check_train(args)?;
+    let out_path = match (&args.out, &args.resume) {
+        (Some(out), _) => out.clone(),
+        // Resuming: the model goes where the interrupted run would have put it.
+        (None, Some(ckpt)) => ckpt.with_extension(""),
+        (None, None) => PathBuf::from("model.bin"),
+    };
     // Fail before the download and the hours of training, not after.
-    fsutil::check_writable_target(&args.out)?;
+    fsutil::check_writable_target(&out_path)?;
     let device = crate::backend::device(args.compute.backend)?;
     let source = args.data.source();
     let train = source.load(Part::Train, cli::limit(args.limit_train))?;
@@ -142,19 +265,29 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     }
 
     let stdout = std::io::stdout();
-    let interactive = stdout.is_terminal();
+    let mut config = FitConfig {
+        epochs: args.epochs as usize,
+        batch: args.batch as usize,
+        lr: args.lr,
+        seed: args.seed,
+        verbosity: Verbosity::from_level(args.verbose),
+        interactive: stdout.is_terminal(),
+    };
+    let train_device = device.clone().autodiff();
+    let state = match &args.resume {
+        Some(path) => resume(path, &mut config, &train, &test, &train_device)?,
+        None => TrainState::new(Model::new(&train_device, config.seed)),
+    };
+
     let mut out = stdout.lock();
     let log_err = |e: std::io::Error| Error::io("cannot write the log to", "stdout", e);
     writeln!(out, "x_train shape: ({}, {ROWS}, {COLS}, 1)", train.len()).map_err(log_err)?;
     writeln!(out, "{} train samples", train.len()).map_err(log_err)?;
     writeln!(out, "{} test samples", test.len()).map_err(log_err)?;
-
-    let model = Model::new(&device.clone().autodiff(), args.seed);
     if args.summary {
-        writeln!(out, "{}", model.summary()).map_err(log_err)?;
+        writeln!(out, "{}", state.model.summary()).map_err(log_err)?;
     }
-    let verbosity = Verbosity::from_level(args.verbose);
-    if verbosity != Verbosity::Silent {
+    if config.verbosity != Verbosity::Silent {
         writeln!(
             out,
             "Train on {} samples, validate on {} samples",
@@ -163,19 +296,23 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         )
         .map_err(log_err)?;
     }
-    let config = FitConfig {
-        epochs: args.epochs as usize,
-        batch: args.batch as usize,
-        lr: args.lr,
-        seed: args.seed,
-        verbosity,
-        interactive,
-    };
-    let (model, history) = fit(model, &train, &test, &config, &device, &mut out)?;
 
-    fsutil::write_atomic(&args.out, &model.valid().to_bytes()?)?;
+    let checkpoint = checkpoint::path_for(&out_path);
+    interrupt::install();
+    let (model, history) = fit(
+        state,
+        &train,
+        &test,
+        &config,
+        &device,
+        &mut out,
+        Some(&checkpoint),
+        interrupt::flag(),
+    )?;
+
+    fsutil::write_atomic(&out_path, &model.valid().to_bytes()?)?;
     let last = history.last().expect("at least one epoch").val;
-    writeln!(out, "Model saved to {}", args.out.display()).map_err(log_err)?;
+    writeln!(out, "Model saved to {}", out_path.display()).map_err(log_err)?;
     // The last validation is exactly Keras's closing `model.evaluate` on the test set.
     writeln!(out, "{}", last.report()).map_err(log_err)?;
     Ok(())

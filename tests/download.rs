@@ -175,3 +175,23 @@ fn when_every_mirror_fails_the_error_names_each() {
     assert!(!text.contains('\n'));
     assert!(listing(dir.path()).is_empty());
 }
+
+#[test]
+fn leftovers_of_a_killed_download_are_cleaned_up() {
+    let dir = tempfile::tempdir().unwrap();
+    // What a download killed mid-way leaves: a hidden, never-renamed temporary.
+    let leftover = dir.path().join(".train-labels-idx1-ubyte.gz.Xy12ab.part");
+    std::fs::write(&leftover, b"half a file").unwrap();
+    let long_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&leftover)
+        .unwrap()
+        .set_modified(long_ago)
+        .unwrap();
+    let mirror = format!("file://{}/", subset_dir().display());
+    fetcher(vec![mirror])
+        .fetch(&labels_file(), dir.path())
+        .unwrap();
+    assert_eq!(listing(dir.path()), ["train-labels-idx1-ubyte.gz"]);
+}

@@ -76,6 +76,7 @@ impl Fetcher {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io("cannot create data directory", dir, e))?;
         let target = dir.join(file.gz_name());
+        crate::fsutil::remove_stale(dir, &format!(".{}.", file.gz_name()), ".part");
         let client = self.client()?;
         let mut reasons = Vec::new();
         for mirror in &self.mirrors {

@@ -1,0 +1,159 @@
+//! Mutation fuzzing of everything that reads untrusted bytes: the IDX/gzip reader, the model
+//! loader and the checkpoint reader. A bounded count runs in `cargo test`; set FUZZ_ITERS for
+//! a longer run (`FUZZ_ITERS=100000 cargo test --release --test fuzz -- --nocapture`).
+//! Any panic fails the test; a clean `Err` is the expected answer to garbage.
+
+mod common;
+
+use std::path::Path;
+
+use burn::tensor::Device;
+use mnist_cnn::checkpoint::Checkpoint;
+use mnist_cnn::data::idx::{self, Kind};
+use mnist_cnn::model::Model;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+fn iterations(default: usize) -> usize {
+    std::env::var("FUZZ_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// One random edit: flip bits, overwrite a 32-bit field, cut, extend or splice.
+fn mutate(rng: &mut StdRng, input: &[u8]) -> Vec<u8> {
+    let mut out = input.to_vec();
+    for _ in 0..rng.random_range(1..=4) {
+        let len = out.len().max(1);
+        match rng.random_range(0..6) {
+            0 if !out.is_empty() => {
+                let i = rng.random_range(0..out.len());
+                out[i] ^= 1 << rng.random_range(0..8);
+            }
+            1 if out.len() >= 4 => {
+                // Header-sized integers: counts, lengths, dimensions.
+                let i = rng
+                    .random_range(0..out.len() - 3)
+                    .min(rng.random_range(0..64));
+                let i = i.min(out.len() - 4);
+                let v: u32 = match rng.random_range(0..3) {
+                    0 => u32::MAX,
+                    1 => rng.random(),
+                    _ => rng.random_range(0..70_000),
+                };
+                out[i..i + 4].copy_from_slice(&v.to_be_bytes());
+            }
+            2 => out.truncate(rng.random_range(0..len)),
+            3 => {
+                let extra: Vec<u8> = (0..rng.random_range(1..64)).map(|_| rng.random()).collect();
+                out.extend(extra);
+            }
+            4 if !out.is_empty() => {
+                let i = rng.random_range(0..out.len());
+                let n = rng.random_range(1..=16).min(out.len() - i);
+                for b in &mut out[i..i + n] {
+                    *b = rng.random();
+                }
+            }
+            _ => {
+                let i = rng.random_range(0..len);
+                out.insert(i.min(out.len()), rng.random());
+            }
+        }
+    }
+    out
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+#[test]
+fn idx_reader_never_panics() {
+    let mut rng = StdRng::seed_from_u64(0x1d3);
+    let images = idx::encode(Kind::Images, &vec![7u8; 4 * idx::PIXELS]);
+    let labels = idx::encode(Kind::Labels, &[1, 2, 3, 4]);
+    let seeds = [
+        (Kind::Images, images.clone()),
+        (Kind::Images, gzip(&images)),
+        (Kind::Labels, labels.clone()),
+        (Kind::Labels, gzip(&labels)),
+        (
+            Kind::Labels,
+            std::fs::read(common::subset_dir().join("t10k-labels-idx1-ubyte.gz")).unwrap(),
+        ),
+    ];
+    let n = iterations(3000);
+    let (mut ok, mut err) = (0, 0);
+    for _ in 0..n {
+        let (kind, seed) = &seeds[rng.random_range(0..seeds.len())];
+        let input = mutate(&mut rng, seed);
+        // Mutated plain input is also tried gzipped, so the IDX checks run behind gzip too.
+        for candidate in [input.clone(), gzip(&input)] {
+            match idx::decode(*kind, &candidate[..]) {
+                Ok(d) => {
+                    ok += 1;
+                    assert_eq!(
+                        d.data.len(),
+                        d.count
+                            * if *kind == Kind::Images {
+                                idx::PIXELS
+                            } else {
+                                1
+                            }
+                    );
+                }
+                Err(_) => err += 1,
+            }
+        }
+    }
+    println!(
+        "idx: {n} mutations, {} decodes: {ok} accepted, {err} rejected, 0 panics",
+        ok + err
+    );
+    assert!(
+        err > 0 && ok > 0,
+        "the mutations should produce both outcomes"
+    );
+}
+
+#[test]
+fn model_and_checkpoint_readers_never_panic() {
+    let device = Device::default();
+    let model = Model::new(&device, 1).to_bytes().unwrap();
+    let ckpt = Checkpoint {
+        epochs_done: 1,
+        seed: 1,
+        batch: 128,
+        lr: 1.0,
+        train_len: 10,
+        test_len: 10,
+        model: model.clone(),
+        optimizer: vec![0; 32],
+    }
+    .to_bytes();
+    let mut rng = StdRng::seed_from_u64(0xb1);
+    let n = iterations(150);
+    let path = Path::new("fuzzed.bin");
+    let (mut ok, mut err) = (0, 0);
+    for i in 0..n {
+        // Mutations of the first 256 bytes reach burnpack's header and metadata.
+        let mut input = model.clone();
+        let head = mutate(&mut rng, &model[..256]);
+        input.splice(..256, head);
+        if i % 5 == 0 {
+            input = mutate(&mut rng, &model);
+        }
+        match Model::from_bytes(input, path, &device) {
+            Ok(_) => ok += 1,
+            Err(_) => err += 1,
+        }
+        let c = mutate(&mut rng, &ckpt[..ckpt.len().min(128)]);
+        let _ = Checkpoint::from_bytes(&c, path);
+    }
+    println!("model: {n} mutations: {ok} loaded, {err} rejected, 0 panics");
+    assert!(err > 0);
+}
