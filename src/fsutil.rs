@@ -15,19 +15,30 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
-    let prefix = format!(".{name}.");
-    remove_stale(dir, &prefix, ".tmp");
-    let mut temp = tempfile::Builder::new()
-        .prefix(&prefix)
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io("cannot create a temporary file in", dir, e))?;
+    let mut temp = new_temp(dir, &format!(".{name}."), ".tmp")?;
     temp.write_all(bytes)
         .and_then(|()| temp.as_file().sync_all())
         .map_err(|e| Error::io("cannot write", temp.path().to_path_buf(), e))?;
     temp.persist(path)
         .map_err(|e| Error::io("cannot replace", path, e.error))?;
     Ok(())
+}
+
+/// A hidden temporary file in `dir`, readable like any file the user makes (tempfile's own
+/// default, 0600, would carry over to the renamed result). Leftovers of killed processes with
+/// the same prefix are removed first.
+pub fn new_temp(dir: &Path, prefix: &str, suffix: &str) -> Result<tempfile::NamedTempFile> {
+    remove_stale(dir, prefix, suffix);
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(prefix).suffix(suffix);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    builder
+        .tempfile_in(dir)
+        .map_err(|e| Error::io("cannot create a temporary file in", dir, e))
 }
 
 /// Fails early, before hours of training, if `path` can never be written as a file.
@@ -92,6 +103,12 @@ mod tests {
         write_atomic(&path, b"old").unwrap();
         write_atomic(&path, b"new contents").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"new contents");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o644);
+        }
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 

@@ -14,6 +14,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::idx::{self, Decoded};
 use super::mnist::MnistFile;
 use crate::error::{Error, Result};
+use crate::fsutil;
 
 /// The public mirrors, tried in order. LeCun's own site comes last: it often refuses robots.
 pub const DEFAULT_MIRRORS: &[&str] = &[
@@ -76,7 +77,6 @@ impl Fetcher {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io("cannot create data directory", dir, e))?;
         let target = dir.join(file.gz_name());
-        crate::fsutil::remove_stale(dir, &format!(".{}.", file.gz_name()), ".part");
         let client = self.client()?;
         let mut reasons = Vec::new();
         for mirror in &self.mirrors {
@@ -123,11 +123,8 @@ impl Fetcher {
         target: &Path,
     ) -> std::result::Result<Decoded, Failure> {
         let (mut body, length) = open(client, url)?;
-        let mut part = tempfile::Builder::new()
-            .prefix(&format!(".{}.", file.gz_name()))
-            .suffix(".part")
-            .tempfile_in(dir)
-            .map_err(|e| Failure::permanent(format!("cannot create a temporary file: {e}")))?;
+        let mut part = fsutil::new_temp(dir, &format!(".{}.", file.gz_name()), ".part")
+            .map_err(|e| Failure::permanent(e.to_string()))?;
 
         let bar = self.bar(length, &file.gz_name());
         let copied = copy(&mut body, part.as_file_mut(), &bar);

@@ -1,0 +1,91 @@
+//! Speed and memory of the hot paths, as a table: ms per training step, implied seconds per
+//! epoch, evaluation images per second, and peak RSS.
+//!
+//! `cargo bench --bench train_step` (data from `MNIST_DATA_DIR`, else the committed subset;
+//! `BENCH_STEPS` steps measured after 3 warm-up steps, default 20). Medians, since this
+//! machine is noisy; compare only numbers taken in one sitting.
+
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::tensor::Device;
+use mnist_cnn::data::batch::Batch;
+use mnist_cnn::data::{DataSource, Fetcher, Part};
+use mnist_cnn::eval::evaluate;
+use mnist_cnn::model::{Model, cross_entropy};
+use mnist_cnn::optim::Adadelta;
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs[xs.len() / 2]
+}
+
+/// Peak resident set size of this process, from the kernel's own counter.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn main() {
+    let dir = std::env::var("MNIST_DATA_DIR")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist-subset").into());
+    let steps: usize = std::env::var("BENCH_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let source = DataSource {
+        dir: dir.into(),
+        fetcher: Fetcher {
+            mirrors: Vec::new(),
+            ..Fetcher::default()
+        },
+    };
+    let train = source.load(Part::Train, None).expect("training data");
+    let test = source.load(Part::Test, None).expect("test data");
+
+    let device = Device::flex();
+    let ad = device.clone().autodiff();
+    ad.seed(1);
+    let mut model = Model::new(&ad, 1);
+    let mut optim = Adadelta::default().init();
+    let batch = 128;
+    let mut step_ms = Vec::new();
+    for step in 0..steps + 3 {
+        let start = (step * batch) % (train.len() - batch);
+        let indices: Vec<usize> = (start..start + batch).collect();
+        let t = Instant::now();
+        let b = Batch::gather(&train, &indices, &ad);
+        let loss = cross_entropy(model.forward(b.images), b.labels).mean();
+        let _ = loss.clone().into_scalar::<f32>();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(1.0, model, grads);
+        if step >= 3 {
+            step_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let valid = model.valid();
+    let mut eval_rate = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        evaluate(&valid, &test, &device);
+        eval_rate.push(test.len() as f64 / t.elapsed().as_secs_f64());
+    }
+    let ms = median(step_ms);
+    let rate = median(eval_rate);
+    let epoch = ms / 1e3 * (60000f64 / batch as f64).ceil() + 10000.0 / rate;
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!("| ms per training step (batch {batch}, median of {steps}) | {ms:.0} |");
+    println!("| seconds per epoch, implied (469 steps + 10,000 validation images) | {epoch:.0} |");
+    println!(
+        "| eval images/s (median of 3 passes over {}) | {rate:.0} |",
+        test.len()
+    );
+    match peak_rss_mib() {
+        Some(mib) => println!("| peak RSS (MiB) | {mib:.0} |"),
+        None => println!("| peak RSS | n/a |"),
+    }
+}
