@@ -99,10 +99,13 @@ impl Checkpoint {
     }
 
     pub fn load(path: &Path) -> Result<Checkpoint> {
-        let bytes = std::fs::read(path).map_err(|e| Error::Model {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        let bytes =
+            crate::fsutil::read_at_most(path, crate::model::MAX_FILE_BYTES).map_err(|reason| {
+                Error::Model {
+                    path: path.to_path_buf(),
+                    reason,
+                }
+            })?;
         Checkpoint::from_bytes(&bytes, path)
     }
 }

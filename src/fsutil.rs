@@ -24,6 +24,21 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Reads a whole file that should be at most `max` bytes, checking the size before
+/// allocating: a huge or endless file (`/dev/zero`) is refused, not read into memory.
+pub fn read_at_most(path: &Path, max: u64) -> std::result::Result<Vec<u8>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > max {
+        return Err(format!("larger than the {} MiB a model can be", max >> 20));
+    }
+    Ok(bytes)
+}
+
 /// A hidden temporary file in `dir`, readable like any file the user makes (tempfile's own
 /// default, 0600, would carry over to the renamed result). Leftovers of killed processes with
 /// the same prefix are removed first.

@@ -14,6 +14,8 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use crate::error::{Error, Result};
 
 pub const NUM_CLASSES: usize = 10;
+/// Model files (4.8 MB) and checkpoints (about three times that) are read only below this.
+pub const MAX_FILE_BYTES: u64 = 256 << 20;
 /// What Keras's `model.summary()` reports for this network.
 pub const EXPECTED_PARAMS: usize = 1_199_882;
 
@@ -224,10 +226,11 @@ impl Model {
 
     /// Loads a model file from disk.
     pub fn load(path: &Path, device: &Device) -> Result<Model> {
-        let bytes = std::fs::read(path).map_err(|e| Error::Model {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        let bytes =
+            crate::fsutil::read_at_most(path, MAX_FILE_BYTES).map_err(|reason| Error::Model {
+                path: path.to_path_buf(),
+                reason,
+            })?;
         Model::from_bytes(bytes, path, device)
     }
 }
