@@ -17,7 +17,6 @@ pub const EVAL_BATCH: usize = 500;
 pub struct Evaluation {
     pub loss: f64,
     pub accuracy: f64,
-    pub count: usize,
 }
 
 impl Evaluation {
@@ -44,7 +43,6 @@ pub fn evaluate(model: &Model, split: &Split, device: &Device) -> Evaluation {
     Evaluation {
         loss: loss_sum / count as f64,
         accuracy: correct as f64 / count as f64,
-        count: split.len(),
     }
 }
 

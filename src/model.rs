@@ -21,8 +21,8 @@ pub const EXPECTED_PARAMS: usize = 1_199_882;
 
 /// Conv 32 → Conv 64 → MaxPool → Dropout 0.35 → Dense 128 → Dropout 0.5 → Dense 10.
 ///
-/// `forward` returns logits; the softmax lives in the loss (as log-softmax, which is the same
-/// mathematics without the overflow) and in `probabilities`.
+/// `forward` returns logits; the softmax lives in the loss, as log-softmax (the same
+/// mathematics without the overflow).
 #[derive(Module, Debug)]
 pub struct Model {
     conv1: Conv2d,
@@ -104,11 +104,6 @@ impl Model {
     /// on an autodiff device in training mode.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         self.forward_observed(images, &mut |_, _| {})
-    }
-
-    /// Class probabilities `[n, 10]`.
-    pub fn probabilities(&self, images: Tensor<4>) -> Tensor<2> {
-        burn::tensor::activation::softmax(self.forward(images), 1)
     }
 
     /// `forward`, reporting each layer's output shape to `observe` (for the summary).
