@@ -35,8 +35,39 @@ pub enum Command {
     Train(TrainArgs),
     /// Load a saved model and report its loss and accuracy on the MNIST test set.
     Eval(EvalArgs),
+    /// Read your own digit images and say which digit each shows.
+    ///
+    /// Each picture is prepared the way MNIST was made: grey levels, inverted when the page is
+    /// light, cropped to the ink, scaled to 20 px with anti-aliasing and centred by its centre
+    /// of mass in 28x28. Unreadable or blank files are reported and the rest still printed.
+    Predict(PredictArgs),
     /// Print the network's layers, output shapes and parameter counts, Keras-style.
     Summary,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// Model file written by `mnist-cnn train`.
+    pub model: PathBuf,
+
+    /// PNG, JPEG, PGM/PBM pictures of one digit each, or IDX image files (with --index).
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+
+    /// Which image of an IDX file to classify (0-based).
+    #[arg(long, value_name = "N")]
+    pub index: Option<usize>,
+
+    /// Print one JSON array instead of a line per image.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Write the 28x28 each image became into DIR, to see what the model saw.
+    #[arg(long, value_name = "DIR")]
+    pub show: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub compute: ComputeArgs,
 }
 
 #[derive(Debug, Args)]

@@ -51,6 +51,10 @@ pub enum Error {
         value: f32,
     },
 
+    /// Some inputs failed and each was already reported; this sums up.
+    #[error("{0}")]
+    Reported(String),
+
     /// Stopped by Ctrl-C; the message says what was kept and how to go on.
     #[error("{0}")]
     Interrupted(String),

@@ -14,6 +14,7 @@ pub mod fsutil;
 pub mod interrupt;
 pub mod model;
 pub mod optim;
+pub mod predict;
 pub mod progress;
 pub mod train;
 
@@ -24,6 +25,7 @@ pub fn run(cli: cli::Cli) -> Result<()> {
     match cli.command {
         cli::Command::Train(args) => train::run(&args),
         cli::Command::Eval(args) => eval::run(&args),
+        cli::Command::Predict(args) => predict::run(&args),
         cli::Command::Summary => {
             let model = model::Model::new(&backend::device(cli::BackendChoice::Cpu)?, 0);
             println!("{}", model.summary());

@@ -1,0 +1,473 @@
+//! Reading people's own digits: MNIST's own preprocessing, and the `predict` command.
+//!
+//! MNIST digits are white ink on black, the ink's bounding box scaled to fit 20x20 with
+//! anti-aliasing, placed in a 28x28 field so that the centre of mass sits in the middle. A
+//! photo of a digit on paper must go through the same steps, or the model sees something it
+//! was never trained on.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use burn::tensor::activation::softmax;
+use image::imageops::FilterType;
+use image::{GrayImage, ImageReader, Luma};
+
+use crate::cli::PredictArgs;
+use crate::data::batch::images_tensor;
+use crate::data::idx::{COLS, Kind, PIXELS, ROWS};
+use crate::error::{Error, Result};
+use crate::model::Model;
+
+/// The longer side of the ink's box, as in MNIST.
+const BOX: u32 = 20;
+/// Larger pictures are shrunk to this before anything else.
+const WORKING_SIZE: u32 = 512;
+
+/// Turns a grey image of one digit (any size, any polarity) into MNIST's 28x28 layout:
+/// 784 bytes, white (255) ink on black (0).
+pub fn prepare(grey: &GrayImage) -> std::result::Result<Vec<u8>, String> {
+    if grey.width() == 0 || grey.height() == 0 {
+        return Err("the image is empty".into());
+    }
+    // The result is 20 px across: a photo's millions of pixels add only time.
+    let grey = if grey.width().max(grey.height()) > WORKING_SIZE {
+        let scale = WORKING_SIZE as f32 / grey.width().max(grey.height()) as f32;
+        let (w, h) = (grey.width() as f32 * scale, grey.height() as f32 * scale);
+        image::imageops::resize(
+            grey,
+            (w as u32).max(1),
+            (h as u32).max(1),
+            FilterType::Triangle,
+        )
+    } else {
+        grey.clone()
+    };
+    let (w, h) = grey.dimensions();
+    let values: Vec<f32> = grey.pixels().map(|p| f32::from(p.0[0]) / 255.0).collect();
+
+    // Polarity from the border, which is paper far more often than ink.
+    let mut border: Vec<f32> = (0..w)
+        .flat_map(|x| [values[x as usize], values[((h - 1) * w + x) as usize]])
+        .chain((0..h).flat_map(|y| [values[(y * w) as usize], values[(y * w + w - 1) as usize]]))
+        .collect();
+    border.sort_by(f32::total_cmp);
+    let light_page = border[border.len() / 2] > 0.5;
+    let ink: Vec<f32> = if light_page {
+        values.iter().map(|v| 1.0 - v).collect()
+    } else {
+        values
+    };
+
+    // Uneven light: the paper's own level, found by a minimum filter wider than a pen
+    // stroke and then smoothed, is taken out, so a shadow is not ink. On a lit page light
+    // multiplies, so ink is measured relative to the local paper brightness.
+    let radius = (w.max(h) / 16).max(1) as usize;
+    let paper = min_filter(&ink, w as usize, h as usize, radius);
+    let paper = box_blur(&paper, w as usize, h as usize, radius);
+    let mut ink: Vec<f32> = ink
+        .iter()
+        .zip(&paper)
+        .map(|(v, floor)| {
+            let above = (v - floor).max(0.0);
+            if light_page {
+                above / (1.0 - floor).max(0.05)
+            } else {
+                above
+            }
+        })
+        .collect();
+    let peak = ink.iter().copied().fold(0.0f32, f32::max);
+    if peak < 0.1 {
+        return Err("no digit found: the image is blank or has no contrast".into());
+    }
+    for v in &mut ink {
+        // Keep anti-aliased edges, drop the faint speckle of paper and sensor noise.
+        *v = if *v < 0.2 * peak {
+            0.0
+        } else {
+            (*v / peak).min(1.0)
+        };
+    }
+
+    // Crop to the ink's bounding box.
+    let (mut x0, mut y0, mut x1, mut y1) = (w, h, 0, 0);
+    for y in 0..h {
+        for x in 0..w {
+            if ink[(y * w + x) as usize] > 0.0 {
+                (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+            }
+        }
+    }
+    let (bw, bh) = (x1 - x0 + 1, y1 - y0 + 1);
+    let cropped = GrayImage::from_fn(bw, bh, |x, y| {
+        Luma([(ink[((y + y0) * w + x + x0) as usize] * 255.0).round() as u8])
+    });
+
+    // Longer side to 20 px, keeping the aspect ratio; the filter widens when shrinking, so
+    // this is anti-aliased.
+    let scale = BOX as f32 / bw.max(bh) as f32;
+    let (nw, nh) = (
+        ((bw as f32 * scale).round() as u32).clamp(1, BOX),
+        ((bh as f32 * scale).round() as u32).clamp(1, BOX),
+    );
+    let mut small = image::imageops::resize(&cropped, nw, nh, FilterType::Triangle);
+    // Thin strokes come out faint from a large shrink; MNIST's strokes reach full white.
+    let top = small.pixels().map(|p| p.0[0]).max().unwrap_or(0);
+    if top > 0 && top < 255 {
+        for p in small.pixels_mut() {
+            p.0[0] = (u32::from(p.0[0]) * 255 / u32::from(top)) as u8;
+        }
+    }
+
+    // Centre of mass to the middle of the 28x28 field.
+    let (mut mass, mut cx, mut cy) = (0f32, 0f32, 0f32);
+    for (x, y, p) in small.enumerate_pixels() {
+        let m = f32::from(p.0[0]);
+        mass += m;
+        cx += m * x as f32;
+        cy += m * y as f32;
+    }
+    if mass == 0.0 {
+        return Err("no digit found: the ink vanished when scaled".into());
+    }
+    // MNIST's own centres of mass sit at about (14, 14), not the geometric 13.5.
+    let centre = (ROWS / 2) as f32;
+    let dx = (centre - cx / mass).round() as i64;
+    let dy = (centre - cy / mass).round() as i64;
+    let mut out = vec![0u8; PIXELS];
+    for (x, y, p) in small.enumerate_pixels() {
+        let (tx, ty) = (x as i64 + dx, y as i64 + dy);
+        if (0..COLS as i64).contains(&tx) && (0..ROWS as i64).contains(&ty) {
+            out[ty as usize * COLS + tx as usize] = p.0[0];
+        }
+    }
+    Ok(out)
+}
+
+/// Minimum over a (2r+1)² window, clipped at the edges (rows, then columns).
+fn min_filter(values: &[f32], w: usize, h: usize, r: usize) -> Vec<f32> {
+    let mut rows = vec![0f32; w * h];
+    for y in 0..h {
+        let row = &values[y * w..(y + 1) * w];
+        for x in 0..w {
+            let window = &row[x.saturating_sub(r)..(x + r + 1).min(w)];
+            rows[y * w + x] = window.iter().copied().fold(f32::INFINITY, f32::min);
+        }
+    }
+    let mut out = vec![0f32; w * h];
+    for x in 0..w {
+        for y in 0..h {
+            out[y * w + x] = (y.saturating_sub(r)..(y + r + 1).min(h))
+                .map(|yy| rows[yy * w + x])
+                .fold(f32::INFINITY, f32::min);
+        }
+    }
+    out
+}
+
+/// Mean over a (2r+1)² window, clipped at the edges, via a summed-area table.
+fn box_blur(values: &[f32], w: usize, h: usize, r: usize) -> Vec<f32> {
+    let mut sums = vec![0f64; (w + 1) * (h + 1)];
+    for y in 0..h {
+        let mut row = 0f64;
+        for x in 0..w {
+            row += f64::from(values[y * w + x]);
+            sums[(y + 1) * (w + 1) + x + 1] = sums[y * (w + 1) + x + 1] + row;
+        }
+    }
+    let mut out = vec![0f32; w * h];
+    for y in 0..h {
+        let (ya, yb) = (y.saturating_sub(r), (y + r + 1).min(h));
+        for x in 0..w {
+            let (xa, xb) = (x.saturating_sub(r), (x + r + 1).min(w));
+            let s = sums[yb * (w + 1) + xb] - sums[ya * (w + 1) + xb] - sums[yb * (w + 1) + xa]
+                + sums[ya * (w + 1) + xa];
+            out[y * w + x] = (s / ((yb - ya) * (xb - xa)) as f64) as f32;
+        }
+    }
+    out
+}
+
+/// One input's 28x28, read from a picture (preprocessed) or an IDX file (taken as is).
+fn load_input(path: &Path, index: Option<usize>) -> std::result::Result<Vec<u8>, String> {
+    let reader = ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| e.to_string())?;
+    if reader.format().is_some() {
+        let picture = reader.decode().map_err(|e| format!("cannot decode: {e}"))?;
+        return prepare(&picture.to_luma8());
+    }
+    // Not a picture format: an IDX image file, already in MNIST's layout.
+    let decoded = crate::data::mnist::read_file(path, Kind::Images).map_err(|e| match e {
+        Error::Idx { fault, .. } => format!("not a PNG, JPEG, PGM/PBM or IDX image file ({fault})"),
+        other => other.to_string(),
+    })?;
+    let Some(i) = index else {
+        return Err(format!(
+            "an IDX file of {} images: choose one with --index N",
+            decoded.count
+        ));
+    };
+    if i >= decoded.count {
+        return Err(format!("--index {i} is past its {} images", decoded.count));
+    }
+    Ok(decoded.data[i * PIXELS..(i + 1) * PIXELS].to_vec())
+}
+
+/// The two most likely digits with their probabilities.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Guess {
+    pub digit: usize,
+    pub probability: f32,
+    pub runner_up: usize,
+    pub runner_up_probability: f32,
+}
+
+/// Classifies 28x28 images (784 bytes each, MNIST layout).
+pub fn classify(model: &Model, images: &[Vec<u8>], device: &Device) -> Vec<Guess> {
+    if images.is_empty() {
+        return Vec::new();
+    }
+    let pixels: Vec<f32> = images
+        .iter()
+        .flat_map(|img| img.iter().map(|&p| f32::from(p) / 255.0))
+        .collect();
+    let probs = softmax(model.forward(images_tensor(pixels, device)), 1);
+    let probs: Vec<f32> = probs.into_data().try_to_vec().expect("f32 probabilities");
+    probs
+        .chunks(10)
+        .map(|row| {
+            let mut order: Vec<usize> = (0..10).collect();
+            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+            Guess {
+                digit: order[0],
+                probability: row[order[0]],
+                runner_up: order[1],
+                runner_up_probability: row[order[1]],
+            }
+        })
+        .collect()
+}
+
+/// Where `--show` writes what the model saw for input number `i`.
+fn shown_path(dir: &Path, input: &Path, i: usize) -> PathBuf {
+    let stem = input.file_stem().unwrap_or_default().to_string_lossy();
+    dir.join(format!("{i:03}-{stem}.png"))
+}
+
+/// `mnist-cnn predict MODEL IMAGE...`.
+pub fn run(args: &PredictArgs) -> Result<()> {
+    let device = crate::backend::device(args.compute.backend)?;
+    let model = Model::load(&args.model, &device)?;
+    if let Some(dir) = &args.show {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("cannot create", dir, e))?;
+    }
+    let mut prepared = Vec::new();
+    let mut failures = Vec::new();
+    for (i, path) in args.images.iter().enumerate() {
+        match load_input(path, args.index) {
+            Ok(pixels) => {
+                if let Some(dir) = &args.show {
+                    let picture = GrayImage::from_raw(COLS as u32, ROWS as u32, pixels.clone())
+                        .expect("28x28");
+                    let out = shown_path(dir, path, i);
+                    picture
+                        .save(&out)
+                        .map_err(|e| Error::io("cannot write", out, std::io::Error::other(e)))?;
+                }
+                prepared.push((path, pixels));
+            }
+            Err(reason) => failures.push((path, reason)),
+        }
+    }
+    let images: Vec<Vec<u8>> = prepared.iter().map(|(_, p)| p.clone()).collect();
+    let guesses = classify(&model, &images, &device);
+
+    if args.json {
+        let mut rows: Vec<serde_json::Value> = prepared
+            .iter()
+            .zip(&guesses)
+            .map(|((path, _), g)| {
+                serde_json::json!({
+                    "file": path.display().to_string(),
+                    "digit": g.digit,
+                    "probability": g.probability,
+                    "runner_up": g.runner_up,
+                    "runner_up_probability": g.runner_up_probability,
+                })
+            })
+            .collect();
+        rows.extend(failures.iter().map(|(path, reason)| {
+            serde_json::json!({ "file": path.display().to_string(), "error": reason })
+        }));
+        println!("{}", serde_json::Value::Array(rows));
+    } else {
+        for ((path, _), g) in prepared.iter().zip(&guesses) {
+            println!(
+                "{}: {} ({:.1}%), runner-up {} ({:.1}%)",
+                path.display(),
+                g.digit,
+                100.0 * g.probability,
+                g.runner_up,
+                100.0 * g.runner_up_probability
+            );
+        }
+    }
+    match failures.as_slice() {
+        [] => Ok(()),
+        // A single input's failure is the whole story: one line.
+        [(path, reason)] if args.images.len() == 1 => {
+            Err(Error::Reported(format!("{}: {reason}", path.display())))
+        }
+        _ => {
+            for (path, reason) in &failures {
+                eprintln!("error: {}: {reason}", path.display());
+            }
+            Err(Error::Reported(format!(
+                "{} of {} inputs could not be read",
+                failures.len(),
+                args.images.len()
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A page of `w`x`h` at grey `paper`, with a "7" of stroke `t` drawn in `ink` in the box
+    /// (x, y, size).
+    fn seven(
+        w: u32,
+        h: u32,
+        paper: u8,
+        ink: u8,
+        (bx, by, size): (u32, u32, u32),
+        t: u32,
+    ) -> GrayImage {
+        GrayImage::from_fn(w, h, |x, y| {
+            let (u, v) = (x as i64 - bx as i64, y as i64 - by as i64);
+            let s = size as i64;
+            let top = (0..t as i64).contains(&v) && (0..s).contains(&u);
+            // The diagonal from the top right to the bottom middle.
+            let diag_u = s - 1 - v / 2;
+            let diag = (0..s).contains(&v) && (u - diag_u).abs() < t as i64;
+            Luma([if top || diag { ink } else { paper }])
+        })
+    }
+
+    fn bbox(img: &[u8]) -> (usize, usize, usize, usize) {
+        let (mut x0, mut y0, mut x1, mut y1) = (28, 28, 0, 0);
+        for (i, &p) in img.iter().enumerate() {
+            if p > 0 {
+                let (x, y) = (i % 28, i / 28);
+                (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+            }
+        }
+        (x0, y0, x1, y1)
+    }
+
+    fn centre_of_mass(img: &[u8]) -> (f32, f32) {
+        let (mut m, mut cx, mut cy) = (0f32, 0f32, 0f32);
+        for (i, &p) in img.iter().enumerate() {
+            m += f32::from(p);
+            cx += f32::from(p) * (i % 28) as f32;
+            cy += f32::from(p) * (i / 28) as f32;
+        }
+        (cx / m, cy / m)
+    }
+
+    fn correlation(a: &[u8], b: &[u8]) -> f64 {
+        let mean = |v: &[u8]| v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64;
+        let (ma, mb) = (mean(a), mean(b));
+        let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+        for (&x, &y) in a.iter().zip(b) {
+            let (dx, dy) = (f64::from(x) - ma, f64::from(y) - mb);
+            sab += dx * dy;
+            saa += dx * dx;
+            sbb += dy * dy;
+        }
+        sab / (saa * sbb).sqrt()
+    }
+
+    #[test]
+    fn dark_on_light_and_light_on_dark_agree() {
+        let dark_ink = prepare(&seven(120, 100, 235, 20, (30, 20, 60), 6)).unwrap();
+        let light_ink = prepare(&seven(120, 100, 20, 235, (30, 20, 60), 6)).unwrap();
+        assert_eq!(dark_ink, light_ink);
+        // White ink on black, as MNIST: the corners are background.
+        assert_eq!(dark_ink[0], 0);
+        assert!(dark_ink.iter().any(|&p| p > 200));
+    }
+
+    #[test]
+    fn a_large_off_centre_digit_is_boxed_to_20_and_centred() {
+        let out = prepare(&seven(900, 700, 240, 30, (600, 40, 250), 20)).unwrap();
+        let (x0, y0, x1, y1) = bbox(&out);
+        let longest = (x1 - x0 + 1).max(y1 - y0 + 1);
+        assert!((19..=21).contains(&longest), "box {x0},{y0}..{x1},{y1}");
+        let (cx, cy) = centre_of_mass(&out);
+        assert!(
+            (cx - 13.5).abs() <= 1.0 && (cy - 13.5).abs() <= 1.0,
+            "{cx},{cy}"
+        );
+    }
+
+    #[test]
+    fn thin_strokes_survive() {
+        let out = prepare(&seven(300, 300, 250, 0, (50, 50, 200), 1)).unwrap();
+        let inked = out.iter().filter(|&&p| p > 50).count();
+        assert!(inked >= 20, "{inked} inked pixels");
+    }
+
+    #[test]
+    fn a_blank_page_is_an_error() {
+        let blank = GrayImage::from_pixel(200, 150, Luma([245]));
+        assert!(prepare(&blank).unwrap_err().contains("no digit found"));
+        // Paper grain of a few grey levels is still blank.
+        let grain = GrayImage::from_fn(200, 150, |x, y| Luma([240 + ((x * 7 + y * 13) % 5) as u8]));
+        assert!(prepare(&grain).is_err());
+    }
+
+    #[test]
+    fn uneven_light_is_not_ink() {
+        let even = prepare(&seven(400, 300, 230, 30, (150, 60, 150), 12)).unwrap();
+        // The same digit under light falling off from 250 to 110 across the page.
+        let mut shaded = seven(400, 300, 230, 30, (150, 60, 150), 12);
+        for (x, _, p) in shaded.enumerate_pixels_mut() {
+            let light = 250.0 - 140.0 * x as f32 / 400.0;
+            p.0[0] = (f32::from(p.0[0]) * light / 230.0).min(255.0) as u8;
+        }
+        let shaded = prepare(&shaded).unwrap();
+        assert!(
+            correlation(&even, &shaded) > 0.9,
+            "{}",
+            correlation(&even, &shaded)
+        );
+    }
+
+    #[test]
+    fn an_mnist_digit_drawn_on_paper_comes_back() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("data/mnist-subset/t10k-images-idx3-ubyte.gz");
+        let test = crate::data::mnist::read_file(&path, Kind::Images).unwrap();
+        for k in 0..5 {
+            let digit = &test.data[k * PIXELS..(k + 1) * PIXELS];
+            // Scaled 7x, dark ink on a light page, off centre.
+            let page = GrayImage::from_fn(400, 300, |x, y| {
+                let (u, v) = (x as i64 - 150, y as i64 - 40);
+                let ink = if (0..196).contains(&u) && (0..196).contains(&v) {
+                    digit[(v / 7) as usize * 28 + (u / 7) as usize]
+                } else {
+                    0
+                };
+                Luma([235 - (f32::from(ink) * 0.85) as u8])
+            });
+            let back = prepare(&page).unwrap();
+            let r = correlation(digit, &back);
+            eprintln!("digit {k}: correlation {r:.3}");
+            assert!(r > 0.8, "digit {k}: correlation {r}");
+        }
+    }
+}
