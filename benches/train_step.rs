@@ -3,7 +3,8 @@
 //!
 //! `cargo bench --bench train_step` (data from `MNIST_DATA_DIR`, else the committed subset;
 //! `BENCH_STEPS` steps measured after 3 warm-up steps, default 20). Medians, since this
-//! machine is noisy; compare only numbers taken in one sitting.
+//! machine is noisy; compare only numbers taken in one sitting. `BENCH_FORMAT=json` prints one
+//! JSON line instead, which `bench/compare.py` reads to set mnist-cnn beside Keras and PyTorch.
 
 use std::time::Instant;
 
@@ -76,6 +77,21 @@ fn main() {
     let ms = median(step_ms);
     let rate = median(eval_rate);
     let epoch = ms / 1e3 * (60000f64 / batch as f64).ceil() + 10000.0 / rate;
+    let rss = peak_rss_mib();
+    if std::env::var("BENCH_FORMAT").as_deref() == Ok("json") {
+        // One line for bench/compare.py, in the peers' keys.
+        println!(
+            "{}",
+            serde_json::json!({
+                "system": format!("mnist-cnn {} (burn flex)", env!("CARGO_PKG_VERSION")),
+                "ms_per_step": ms,
+                "seconds_per_epoch": epoch,
+                "eval_images_per_s": rate,
+                "peak_rss_mib": rss,
+            })
+        );
+        return;
+    }
     println!("| measure | value |");
     println!("|---|---|");
     println!("| ms per training step (batch {batch}, median of {steps}) | {ms:.0} |");
@@ -84,7 +100,7 @@ fn main() {
         "| eval images/s (median of 3 passes over {}) | {rate:.0} |",
         test.len()
     );
-    match peak_rss_mib() {
+    match rss {
         Some(mib) => println!("| peak RSS (MiB) | {mib:.0} |"),
         None => println!("| peak RSS | n/a |"),
     }

@@ -2,18 +2,19 @@
 //!
 //! Shuffling and dropout are seeded per (seed, epoch), so the model, the optimizer state, the
 //! finished epoch count and the hyper-parameters are the whole state: a run resumed from epoch
-//! k reaches the same bytes as one that never stopped.
+//! k reaches the same bytes as one that never stopped. The history so far rides along, so the
+//! resumed run's CSV and curves cover every epoch.
 //!
 //! Layout (little-endian): magic `MNISTCKP`, version u32, epochs done u32, seed u64, batch u32,
-//! lr f64, train and test sizes u64, then the model file and the optimizer record, each
-//! preceded by its length as u64.
+//! lr f64, train and test sizes u64, then the model file, the optimizer record and the history
+//! CSV, each preceded by its length as u64.
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"MNISTCKP";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Checkpoint {
@@ -27,6 +28,8 @@ pub struct Checkpoint {
     pub model: Vec<u8>,
     /// burn's optimizer record bytes.
     pub optimizer: Vec<u8>,
+    /// The finished epochs, as [`crate::history::to_csv`] writes them.
+    pub history: String,
 }
 
 /// Where the checkpoint of a run saving to `out` lives.
@@ -47,7 +50,7 @@ impl Checkpoint {
         out.extend_from_slice(&self.lr.to_le_bytes());
         out.extend_from_slice(&self.train_len.to_le_bytes());
         out.extend_from_slice(&self.test_len.to_le_bytes());
-        for blob in [&self.model, &self.optimizer] {
+        for blob in [&self.model, &self.optimizer, self.history.as_bytes()] {
             out.extend_from_slice(&(blob.len() as u64).to_le_bytes());
             out.extend_from_slice(blob);
         }
@@ -83,6 +86,8 @@ impl Checkpoint {
             header.ok_or_else(|| fail("truncated header"))?;
         let model = r.blob().ok_or_else(|| fail("model truncated"))?;
         let optimizer = r.blob().ok_or_else(|| fail("optimizer state truncated"))?;
+        let history = r.blob().ok_or_else(|| fail("history truncated"))?;
+        let history = String::from_utf8(history.to_vec()).map_err(|_| fail("history not text"))?;
         if r.at != bytes.len() {
             return Err(fail("trailing bytes"));
         }
@@ -95,6 +100,7 @@ impl Checkpoint {
             test_len,
             model: model.to_vec(),
             optimizer: optimizer.to_vec(),
+            history,
         })
     }
 
@@ -149,6 +155,7 @@ mod tests {
             test_len: 10000,
             model: vec![1, 2, 3],
             optimizer: vec![9; 10],
+            history: "epoch,loss\n".into(),
         }
     }
 

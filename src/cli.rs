@@ -15,7 +15,10 @@ Examples:
   mnist-cnn train                        download MNIST into ./data, train 12 epochs, save model.bin
   mnist-cnn train --data-dir ~/mnist     use (or fill) another data directory
   mnist-cnn train --mirror file:///srv/mnist/   take the files from a local mirror
-  mnist-cnn eval model.bin               report loss and accuracy on the 10,000 test images";
+  mnist-cnn eval model.bin               report loss and accuracy on the 10,000 test images
+  mnist-cnn eval model.bin --report --errors errors.png
+                                         confusion matrix, and a sheet of the misread digits
+  mnist-cnn predict model.bin digit.jpg  read your own handwriting";
 
 /// Train, evaluate and use the classic Keras MNIST convnet, natively.
 ///
@@ -117,6 +120,12 @@ pub struct TrainArgs {
     #[arg(long)]
     pub summary: bool,
 
+    /// Draw loss and accuracy per epoch, training and validation, into a PNG (redrawn after
+    /// every epoch). The numbers themselves are always written as CSV beside the model
+    /// (model.bin → model.history.csv).
+    #[arg(long, value_name = "PNG")]
+    pub plot: Option<PathBuf>,
+
     #[command(flatten)]
     pub compute: ComputeArgs,
 
@@ -132,6 +141,14 @@ pub struct EvalArgs {
     /// Evaluate on only the first N test images.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub limit_test: Option<u64>,
+
+    /// Also print the confusion matrix and per-class precision and recall.
+    #[arg(long)]
+    pub report: bool,
+
+    /// Draw the misclassified test digits, each labelled true→predicted, into a PNG.
+    #[arg(long, value_name = "PNG")]
+    pub errors: Option<PathBuf>,
 
     #[command(flatten)]
     pub compute: ComputeArgs,

@@ -271,9 +271,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
                     let picture = GrayImage::from_raw(COLS as u32, ROWS as u32, pixels.clone())
                         .expect("28x28");
                     let out = shown_path(dir, path, i);
-                    picture
-                        .save(&out)
-                        .map_err(|e| Error::io("cannot write", out, std::io::Error::other(e)))?;
+                    crate::picture::save_png(&out, &picture, image::ExtendedColorType::L8)?;
                 }
                 prepared.push((path, pixels));
             }

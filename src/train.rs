@@ -3,7 +3,6 @@
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
@@ -17,7 +16,8 @@ use crate::data::batch::Batch;
 use crate::data::idx::{COLS, ROWS};
 use crate::data::{Part, Split};
 use crate::error::{Error, Result};
-use crate::eval::{Evaluation, evaluate};
+use crate::eval::evaluate;
+use crate::history::{self, EpochRecord};
 use crate::model::{Model, count_correct, cross_entropy};
 use crate::optim::Adadelta;
 use crate::progress::{EpochPrinter, Progbar, Verbosity};
@@ -35,14 +35,15 @@ pub struct FitConfig {
     pub interactive: bool,
 }
 
-/// One epoch's means, as Keras's `History` holds them.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EpochRecord {
-    pub epoch: usize,
-    pub loss: f64,
-    pub acc: f64,
-    pub val: Evaluation,
-    pub elapsed: Duration,
+/// Files that `fit` brings up to date after every epoch, each written atomically.
+#[derive(Debug, Clone, Default)]
+pub struct EpochFiles {
+    /// Everything needed to resume.
+    pub checkpoint: Option<PathBuf>,
+    /// Per-epoch means as CSV.
+    pub history: Option<PathBuf>,
+    /// Loss and accuracy curves as PNG.
+    pub plot: Option<PathBuf>,
 }
 
 /// An independent stream per (seed, epoch, purpose), so that any epoch can be replayed alone.
@@ -54,11 +55,11 @@ fn stream_seed(seed: u64, epoch: usize, purpose: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Where a run stands: the network, its optimizer, and how many epochs are behind them.
+/// Where a run stands: the network, its optimizer, and the epochs behind them.
 pub struct TrainState {
     pub model: Model,
     pub optim: ModuleOptimizer,
-    pub epochs_done: usize,
+    pub history: Vec<EpochRecord>,
 }
 
 impl TrainState {
@@ -66,15 +67,19 @@ impl TrainState {
         TrainState {
             model,
             optim: Adadelta::default().init(),
-            epochs_done: 0,
+            history: Vec::new(),
         }
+    }
+
+    pub fn epochs_done(&self) -> usize {
+        self.history.len()
     }
 }
 
 /// Trains from `state` up to `config.epochs`, validating on `test` after each epoch and
 /// writing Keras's log to `out`. `device` is the plain device; training runs on its autodiff
-/// twin. After each epoch `checkpoint` (if any) is written atomically; `stop` is polled after
-/// every batch.
+/// twin. After each epoch the `files` are written; `stop` is polled after every batch. Returns
+/// the model and the whole history, epochs before a resume included.
 #[allow(clippy::too_many_arguments)]
 pub fn fit(
     mut state: TrainState,
@@ -83,14 +88,14 @@ pub fn fit(
     config: &FitConfig,
     device: &Device,
     out: &mut impl Write,
-    checkpoint: Option<&Path>,
+    files: &EpochFiles,
     stop: &AtomicBool,
 ) -> Result<(Model, Vec<EpochRecord>)> {
     let train_device = device.clone().autodiff();
-    let mut history = Vec::with_capacity(config.epochs);
+    let checkpoint = files.checkpoint.as_deref();
     let log_err = |e: std::io::Error| Error::io("cannot write the log to", "stdout", e);
 
-    for epoch in state.epochs_done + 1..=config.epochs {
+    for epoch in state.epochs_done() + 1..=config.epochs {
         if config.verbosity != Verbosity::Silent {
             writeln!(out, "Epoch {epoch}/{}", config.epochs).map_err(log_err)?;
         }
@@ -107,7 +112,7 @@ pub fn fit(
         let mut last = Vec::new();
         for (step, chunk) in order.chunks(config.batch).enumerate() {
             if stop.load(Ordering::SeqCst) {
-                return Err(interrupted(epoch, config, checkpoint, state.epochs_done));
+                return Err(interrupted(epoch, config, checkpoint, state.epochs_done()));
             }
             let batch = Batch::gather(train, chunk, &train_device);
             let logits = state.model.forward(batch.images);
@@ -140,19 +145,24 @@ pub fn fit(
         last.extend([("val_loss", val.loss), ("val_acc", val.accuracy)]);
         bar.update(train.len(), &last);
         printer.finish(&bar).map_err(log_err)?;
-        state.epochs_done = epoch;
-        if let Some(path) = checkpoint {
-            save_checkpoint(path, &state, config, train, test)?;
-        }
-        history.push(EpochRecord {
+        state.history.push(EpochRecord {
             epoch,
             loss: bar.mean("loss").unwrap_or(f64::NAN),
             acc: bar.mean("acc").unwrap_or(f64::NAN),
             val,
             elapsed: printer.elapsed(),
         });
+        if let Some(path) = checkpoint {
+            save_checkpoint(path, &state, config, train, test)?;
+        }
+        if let Some(path) = &files.history {
+            fsutil::write_atomic(path, history::to_csv(&state.history).as_bytes())?;
+        }
+        if let Some(path) = &files.plot {
+            history::plot(&state.history).save_png(path)?;
+        }
     }
-    Ok((state.model, history))
+    Ok((state.model, state.history))
 }
 
 fn save_checkpoint(
@@ -167,7 +177,7 @@ fn save_checkpoint(
         .into_bytes()
         .map_err(|e| Error::Backend(format!("cannot serialise the optimizer state: {e}")))?;
     let checkpoint = Checkpoint {
-        epochs_done: state.epochs_done as u32,
+        epochs_done: state.epochs_done() as u32,
         seed: config.seed,
         batch: config.batch as u32,
         lr: config.lr,
@@ -175,6 +185,7 @@ fn save_checkpoint(
         test_len: test.len() as u64,
         model: state.model.valid().to_bytes()?,
         optimizer: optimizer.to_vec(),
+        history: history::to_csv(&state.history),
     };
     fsutil::write_atomic(path, &checkpoint.to_bytes())
 }
@@ -226,6 +237,13 @@ fn resume(
         config.batch = ckpt.batch as usize;
         config.lr = ckpt.lr;
     }
+    let history = history::from_csv(&ckpt.history)
+        .ok()
+        .filter(|h| h.len() == ckpt.epochs_done as usize)
+        .ok_or_else(|| Error::Model {
+            path: path.to_path_buf(),
+            reason: "not a usable checkpoint: its history does not match its epochs".into(),
+        })?;
     let model = Model::from_bytes(ckpt.model, path, train_device)?;
     let optim = Adadelta::default()
         .init()
@@ -237,7 +255,7 @@ fn resume(
     Ok(TrainState {
         model,
         optim,
-        epochs_done: ckpt.epochs_done as usize,
+        history,
     })
 }
 
@@ -250,8 +268,16 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         (None, Some(ckpt)) => ckpt.with_extension(""),
         (None, None) => PathBuf::from("model.bin"),
     };
+    let files = EpochFiles {
+        checkpoint: Some(checkpoint::path_for(&out_path)),
+        history: Some(history::path_for(&out_path)),
+        plot: args.plot.clone(),
+    };
     // Fail before the download and the hours of training, not after.
     fsutil::check_writable_target(&out_path)?;
+    if let Some(plot) = &files.plot {
+        fsutil::check_writable_target(plot)?;
+    }
     let device = crate::backend::device(args.compute.backend)?;
     let source = args.data.source();
     let train = source.load(Part::Train, cli::limit(args.limit_train))?;
@@ -297,7 +323,6 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         .map_err(log_err)?;
     }
 
-    let checkpoint = checkpoint::path_for(&out_path);
     interrupt::install();
     let (model, history) = fit(
         state,
@@ -306,13 +331,18 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         &config,
         &device,
         &mut out,
-        Some(&checkpoint),
+        &files,
         interrupt::flag(),
     )?;
 
     fsutil::write_atomic(&out_path, &model.valid().to_bytes()?)?;
     let last = history.last().expect("at least one epoch").val;
     writeln!(out, "Model saved to {}", out_path.display()).map_err(log_err)?;
+    let history_path = files.history.as_deref().expect("always kept");
+    writeln!(out, "History saved to {}", history_path.display()).map_err(log_err)?;
+    if let Some(plot) = &files.plot {
+        writeln!(out, "Curves drawn in {}", plot.display()).map_err(log_err)?;
+    }
     // The last validation is exactly Keras's closing `model.evaluate` on the test set.
     writeln!(out, "{}", last.report()).map_err(log_err)?;
     Ok(())

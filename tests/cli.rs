@@ -38,6 +38,8 @@ fn trains_one_epoch_on_the_subset_then_eval_agrees() {
         .arg(subset_dir())
         .arg("--out")
         .arg(&model)
+        .arg("--plot")
+        .arg(dir.path().join("curves.png"))
         .assert()
         .success()
         .get_output()
@@ -83,6 +85,83 @@ fn trains_one_epoch_on_the_subset_then_eval_agrees() {
     let eval_stdout = String::from_utf8(eval.stdout).unwrap();
     assert_eq!(test_lines(&eval_stdout), (loss, accuracy));
     assert!(eval_stdout.starts_with("1000 test samples\n"));
+
+    // The history beside the model holds the epoch's numbers in full.
+    let csv = std::fs::read_to_string(dir.path().join("model.history.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows[0], "epoch,loss,acc,val_loss,val_acc,seconds");
+    let fields: Vec<f64> = rows[1].split(',').map(|f| f.parse().unwrap()).collect();
+    assert_eq!(
+        (rows.len(), fields[0], fields[3], fields[4]),
+        (2, 1.0, loss, accuracy)
+    );
+    assert!(
+        lines.contains(
+            &format!(
+                "History saved to {}",
+                dir.path().join("model.history.csv").display()
+            )
+            .as_str()
+        )
+    );
+    let curves = image::open(dir.path().join("curves.png")).unwrap();
+    assert_eq!((curves.width(), curves.height()), (960, 400));
+
+    // --report: the matrix sums to the test set and its diagonal to the accuracy.
+    let sheet = dir.path().join("errors.png");
+    let report = cmd()
+        .arg("eval")
+        .arg(&model)
+        .arg("--data-dir")
+        .arg(subset_dir())
+        .arg("--report")
+        .arg("--errors")
+        .arg(&sheet)
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let report = String::from_utf8(report.stdout).unwrap();
+    let matrix: Vec<Vec<usize>> = report
+        .lines()
+        .skip_while(|l| !l.starts_with("Confusion matrix"))
+        .skip(2)
+        .take(10)
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .map(|n| n.parse().unwrap())
+                .collect()
+        })
+        .collect();
+    let total: usize = matrix.iter().flatten().sum();
+    let right: usize = (0..10).map(|d| matrix[d][d]).sum();
+    assert_eq!(total, 1000);
+    assert_eq!(right as f64 / 1000.0, accuracy);
+    // Per class: recall is the diagonal over the row, support the row's sum.
+    let per_class: Vec<Vec<&str>> = report
+        .lines()
+        .skip_while(|l| !l.starts_with("digit  precision  recall  support"))
+        .skip(1)
+        .take(10)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(report.ends_with(&format!(
+        "Misclassified digits drawn in {}\n",
+        sheet.display()
+    )));
+    for (d, fields) in per_class.iter().enumerate() {
+        let support: usize = matrix[d].iter().sum();
+        assert_eq!(fields[0], d.to_string());
+        assert_eq!(fields[3], support.to_string());
+        let recall = matrix[d][d] as f64 / support as f64;
+        assert_eq!(fields[2], format!("{recall:.4}"));
+    }
+
+    // The sheet has one 64x86 cell per error, 16 to a row, below a 40-pixel title.
+    let sheet = image::open(&sheet).unwrap();
+    let rows = (1000 - right).div_ceil(16) as u32;
+    assert_eq!((sheet.width(), sheet.height()), (16 * 64, 40 + rows * 86));
 }
 
 /// `3000/3000 [==============================] - 12s - loss: 1.2345 - acc: 0.5678 - val_loss: 0.7000 - val_acc: 0.7500`

@@ -133,6 +133,7 @@ fn model_and_checkpoint_readers_never_panic() {
         test_len: 10,
         model: model.clone(),
         optimizer: vec![0; 32],
+        history: "epoch,loss,acc,val_loss,val_acc,seconds\n1,0.5,0.8,0.4,0.9,12.5\n".into(),
     }
     .to_bytes();
     let mut rng = StdRng::seed_from_u64(0xb1);

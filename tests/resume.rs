@@ -94,6 +94,21 @@ fn sigint_then_resume_matches_an_uninterrupted_run() {
         std::fs::read(&model).unwrap() == std::fs::read(&straight).unwrap(),
         "resumed model differs from the uninterrupted one"
     );
+    // The history covers all three epochs, those before the interruption included, with the
+    // same numbers as the uninterrupted run (all but the seconds).
+    let without_seconds = |path: std::path::PathBuf| -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+            .collect()
+    };
+    let resumed = without_seconds(dir.path().join("model.history.csv"));
+    assert_eq!(resumed.len(), 4, "{resumed:?}");
+    assert_eq!(
+        resumed,
+        without_seconds(dir.path().join("straight.history.csv"))
+    );
 }
 
 #[test]
