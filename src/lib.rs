@@ -13,6 +13,7 @@ pub mod eval;
 pub mod fsutil;
 pub mod history;
 pub mod interrupt;
+pub mod kernels;
 pub mod model;
 pub mod optim;
 pub mod picture;

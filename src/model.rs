@@ -100,6 +100,44 @@ impl Model {
         }
     }
 
+    /// Weights and biases in burn's layouts (convolutions [out, in, 3, 3], dense layers
+    /// [inputs, outputs]), for the hand-written CPU kernels.
+    pub fn raw_weights(&self) -> RawWeights {
+        fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+            t.into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .expect("f32 parameters")
+        }
+        let bias =
+            |b: &Option<Param<Tensor<1>>>| b.as_ref().map(|b| values(b.val())).unwrap_or_default();
+        RawWeights {
+            conv1: (values(self.conv1.weight.val()), bias(&self.conv1.bias)),
+            conv2: (values(self.conv2.weight.val()), bias(&self.conv2.bias)),
+            dense1: (values(self.dense1.weight.val()), bias(&self.dense1.bias)),
+            dense2: (values(self.dense2.weight.val()), bias(&self.dense2.bias)),
+        }
+    }
+
+    /// The same network with random biases (fresh ones are zero), so that tests of other
+    /// implementations exercise the bias layouts too.
+    #[cfg(test)]
+    pub fn with_random_biases(mut self, seed: u64, device: &Device) -> Model {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut random = |len: usize| {
+            let values: Vec<f32> = (0..len).map(|_| rng.random_range(-0.5..0.5)).collect();
+            Some(Param::from_tensor(Tensor::from_data(
+                TensorData::new(values, [len]),
+                device,
+            )))
+        };
+        self.conv1.bias = random(32);
+        self.conv2.bias = random(64);
+        self.dense1.bias = random(128);
+        self.dense2.bias = random(NUM_CLASSES);
+        self
+    }
+
     /// Logits `[n, 10]` for images `[n, 1, 28, 28]` scaled to [0, 1]. Dropout is active only
     /// on an autodiff device in training mode.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
@@ -278,6 +316,14 @@ fn param<const D: usize>(tensor: Tensor<D>, id: ParamId) -> Param<Tensor<D>> {
         tensor
     };
     Param::initialized(id, tensor)
+}
+
+/// Each layer's (weight, bias) values; see [`Model::raw_weights`].
+pub struct RawWeights {
+    pub conv1: (Vec<f32>, Vec<f32>),
+    pub conv2: (Vec<f32>, Vec<f32>),
+    pub dense1: (Vec<f32>, Vec<f32>),
+    pub dense2: (Vec<f32>, Vec<f32>),
 }
 
 /// 1199882 → "1,199,882", as Keras prints parameter totals.

@@ -14,16 +14,26 @@ pub struct Batch {
 impl Batch {
     /// The items of `split` at `indices`, in that order.
     pub fn gather(split: &Split, indices: &[usize], device: &Device) -> Batch {
-        let mut pixels = Vec::with_capacity(indices.len() * PIXELS);
-        let mut labels = Vec::with_capacity(indices.len());
-        for &i in indices {
-            pixels.extend(split.image(i).iter().map(|&p| f32::from(p) / 255.0));
-            labels.push(i64::from(split.labels[i]));
-        }
+        let labels: Vec<i64> = indices
+            .iter()
+            .map(|&i| i64::from(split.labels[i]))
+            .collect();
         Batch {
-            images: images_tensor(pixels, device),
+            images: images_tensor(Batch::pixels(split, indices), device),
             labels: Tensor::from_data(TensorData::new(labels, [indices.len()]), device),
         }
+    }
+}
+
+impl Batch {
+    /// The images of `split` at `indices`, scaled to [0, 1] (pixels / 255, as Keras's
+    /// example), 784 values each.
+    pub fn pixels(split: &Split, indices: &[usize]) -> Vec<f32> {
+        let mut pixels = Vec::with_capacity(indices.len() * PIXELS);
+        for &i in indices {
+            pixels.extend(split.image(i).iter().map(|&p| f32::from(p) / 255.0));
+        }
+        pixels
     }
 }
 
