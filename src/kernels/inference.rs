@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use super::matmul;
 use crate::data::idx::{COLS, PIXELS, ROWS};
-use crate::model::{Model, NUM_CLASSES};
+use crate::model::Model;
 
 const C1: usize = 32;
 const C2: usize = 64;
@@ -84,36 +84,14 @@ impl CpuNet {
             .zip(pixels.par_chunks(GROUP * PIXELS))
             .for_each(|(out, images)| self.features(images, out));
 
-        let threads = rayon::current_num_threads();
-        let mut hidden = vec![0.0f32; n * HIDDEN];
-        matmul(
-            &mut hidden,
+        let hidden = dense(
             &features,
             &self.w3,
-            (n, FEATURES, HIDDEN),
-            false,
-            threads,
+            &self.b3,
+            true,
+            rayon::current_num_threads(),
         );
-        for row in hidden.chunks_mut(HIDDEN) {
-            for (h, b) in row.iter_mut().zip(&self.b3) {
-                *h = (*h + b).max(0.0);
-            }
-        }
-        let mut logits = vec![0.0f32; n * NUM_CLASSES];
-        matmul(
-            &mut logits,
-            &hidden,
-            &self.w4,
-            (n, HIDDEN, NUM_CLASSES),
-            false,
-            1,
-        );
-        for row in logits.chunks_mut(NUM_CLASSES) {
-            for (l, b) in row.iter_mut().zip(&self.b4) {
-                *l += b;
-            }
-        }
-        logits
+        dense(&hidden, &self.w4, &self.b4, false, 1)
     }
 
     /// conv1 + ReLU, conv2 + ReLU, 2x2 max-pool for up to GROUP images, into `out`
@@ -174,6 +152,30 @@ impl CpuNet {
             }
         }
     }
+}
+
+/// A dense layer over rows of `input`: `input · weights + bias`, then ReLU if asked.
+fn dense(input: &[f32], weights: &[f32], bias: &[f32], relu: bool, threads: usize) -> Vec<f32> {
+    let (outputs, inputs) = (bias.len(), weights.len() / bias.len());
+    let rows = input.len() / inputs;
+    let mut out = vec![0.0f32; rows * outputs];
+    matmul(
+        &mut out,
+        input,
+        weights,
+        (rows, inputs, outputs),
+        false,
+        threads,
+    );
+    for row in out.chunks_mut(outputs) {
+        for (v, b) in row.iter_mut().zip(bias) {
+            *v += b;
+            if relu {
+                *v = v.max(0.0);
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
