@@ -459,6 +459,20 @@ fn an_unwritable_out_path_fails_before_training() {
         .arg("--out")
         .arg(dir.path().join("no/such/dir/m.bin"));
     fails_with_one_line(&mut c, 1, "no such directory");
+    // The pictures too are checked before any work.
+    let mut c = cmd();
+    c.args(["train", "--data-dir"])
+        .arg(subset_dir())
+        .arg("--out")
+        .arg(dir.path().join("m.bin"))
+        .arg("--plot")
+        .arg(dir.path());
+    fails_with_one_line(&mut c, 1, "it is a directory");
+    let mut c = cmd();
+    c.args(["eval", "missing-model.bin", "--errors"])
+        .arg(dir.path().join("no/such/dir/errors.png"));
+    fails_with_one_line(&mut c, 1, "no such directory");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
 #[test]
