@@ -159,8 +159,8 @@ pub struct EvalArgs {
 
 #[derive(Debug, Args)]
 pub struct ComputeArgs {
-    /// Where to compute: `cpu` (burn's flex backend) or `wgpu` (GPU; needs a build with
-    /// `--features wgpu`).
+    /// Where to compute: `cpu` (burn's flex backend; evaluation through our own kernels) or
+    /// `wgpu` (GPU; needs a build with `--features wgpu`).
     #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
     pub backend: BackendChoice,
 }
