@@ -338,7 +338,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     fsutil::write_atomic(&out_path, &model.valid().to_bytes()?)?;
     let last = history.last().expect("at least one epoch").val;
     writeln!(out, "Model saved to {}", out_path.display()).map_err(log_err)?;
-    let history_path = files.history.as_deref().expect("always kept");
+    let history_path = history::path_for(&out_path);
     writeln!(out, "History saved to {}", history_path.display()).map_err(log_err)?;
     if let Some(plot) = &files.plot {
         writeln!(out, "Curves drawn in {}", plot.display()).map_err(log_err)?;
