@@ -8,14 +8,10 @@
 
 use std::time::Instant;
 
-use burn::module::Module;
-use burn::optim::GradientsParams;
 use burn::tensor::Device;
-use mnist_cnn::data::batch::Batch;
 use mnist_cnn::data::{DataSource, Fetcher, Part};
 use mnist_cnn::eval::evaluate;
-use mnist_cnn::model::{Model, cross_entropy};
-use mnist_cnn::optim::Adadelta;
+use mnist_cnn::train::TrainState;
 
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.total_cmp(b));
@@ -48,26 +44,21 @@ fn main() {
     let test = source.load(Part::Test, None).expect("test data");
 
     let device = Device::flex();
-    let ad = device.clone().autodiff();
-    ad.seed(1);
-    let mut model = Model::new(&ad, 1);
-    let mut optim = Adadelta::default().init();
+    let mut state = TrainState::new(1, &device);
     let batch = 128;
     let mut step_ms = Vec::new();
     for step in 0..steps + 3 {
         let start = (step * batch) % (train.len() - batch);
         let indices: Vec<usize> = (start..start + batch).collect();
         let t = Instant::now();
-        let b = Batch::gather(&train, &indices, &ad);
-        let loss = cross_entropy(model.forward(b.images), b.labels).mean();
-        let _ = loss.clone().into_scalar::<f32>();
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(1.0, model, grads);
+        // The step `train` runs: our kernels' gradients, then burn's optimizer.
+        let (next, _loss, _correct) = state.step(&train, &indices, step as u64, 1.0);
+        state = next;
         if step >= 3 {
             step_ms.push(t.elapsed().as_secs_f64() * 1e3);
         }
     }
-    let valid = model.valid();
+    let valid = state.model(&device);
     let mut eval_rate = Vec::new();
     for _ in 0..3 {
         let t = Instant::now();
@@ -83,7 +74,7 @@ fn main() {
         println!(
             "{}",
             serde_json::json!({
-                "system": format!("mnist-cnn {} (burn flex)", env!("CARGO_PKG_VERSION")),
+                "system": format!("mnist-cnn {} (CPU kernels)", env!("CARGO_PKG_VERSION")),
                 "ms_per_step": ms,
                 "seconds_per_epoch": epoch,
                 "eval_images_per_s": rate,

@@ -14,6 +14,12 @@ pub fn device(choice: BackendChoice) -> Result<Device> {
     }
 }
 
+/// Whether `device` is the CPU, where our own kernels (`crate::kernels`) replace burn's
+/// generic ops for training and evaluation.
+pub fn runs_our_kernels(device: &Device) -> bool {
+    *device == Device::flex()
+}
+
 #[cfg(feature = "wgpu")]
 fn wgpu_device() -> Result<Device> {
     use burn::tensor::DeviceType;

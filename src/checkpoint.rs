@@ -6,15 +6,15 @@
 //! resumed run's CSV and curves cover every epoch.
 //!
 //! Layout (little-endian): magic `MNISTCKP`, version u32, epochs done u32, seed u64, batch u32,
-//! lr f64, train and test sizes u64, then the model file, the optimizer record and the history
-//! CSV, each preceded by its length as u64.
+//! lr f64, train and test sizes u64, then the model file, the optimizer state (a u32 kind, then
+//! its parts) and the history CSV, each part preceded by its length as u64.
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"MNISTCKP";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Checkpoint {
@@ -26,11 +26,22 @@ pub struct Checkpoint {
     pub test_len: u64,
     /// A model file, as [`crate::model::Model::to_bytes`] writes it.
     pub model: Vec<u8>,
-    /// burn's optimizer record bytes.
-    pub optimizer: Vec<u8>,
+    pub optimizer: OptimizerState,
     /// The finished epochs, as [`crate::history::to_csv`] writes them.
     pub history: String,
 }
+
+/// Adadelta's state, in the form of the engine that trained (see `crate::train::Engine`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum OptimizerState {
+    /// The CPU engine's two accumulators, each shaped as the network and stored as a model file.
+    Accumulators { grad: Vec<u8>, update: Vec<u8> },
+    /// burn's optimizer record (training through burn's autodiff).
+    Burn(Vec<u8>),
+}
+
+const ACCUMULATORS: u32 = 1;
+const BURN: u32 = 2;
 
 /// Where the checkpoint of a run saving to `out` lives.
 pub fn path_for(out: &Path) -> PathBuf {
@@ -41,7 +52,7 @@ pub fn path_for(out: &Path) -> PathBuf {
 
 impl Checkpoint {
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 + self.model.len() + self.optimizer.len());
+        let mut out = Vec::with_capacity(64 + 3 * self.model.len());
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
         out.extend_from_slice(&self.epochs_done.to_le_bytes());
@@ -50,10 +61,23 @@ impl Checkpoint {
         out.extend_from_slice(&self.lr.to_le_bytes());
         out.extend_from_slice(&self.train_len.to_le_bytes());
         out.extend_from_slice(&self.test_len.to_le_bytes());
-        for blob in [&self.model, &self.optimizer, self.history.as_bytes()] {
+        let blob = |out: &mut Vec<u8>, blob: &[u8]| {
             out.extend_from_slice(&(blob.len() as u64).to_le_bytes());
             out.extend_from_slice(blob);
+        };
+        blob(&mut out, &self.model);
+        match &self.optimizer {
+            OptimizerState::Accumulators { grad, update } => {
+                out.extend_from_slice(&ACCUMULATORS.to_le_bytes());
+                blob(&mut out, grad);
+                blob(&mut out, update);
+            }
+            OptimizerState::Burn(record) => {
+                out.extend_from_slice(&BURN.to_le_bytes());
+                blob(&mut out, record);
+            }
         }
+        blob(&mut out, self.history.as_bytes());
         out
     }
 
@@ -85,7 +109,18 @@ impl Checkpoint {
         let (epochs_done, seed, batch, lr, train_len, test_len) =
             header.ok_or_else(|| fail("truncated header"))?;
         let model = r.blob().ok_or_else(|| fail("model truncated"))?;
-        let optimizer = r.blob().ok_or_else(|| fail("optimizer state truncated"))?;
+        let optimizer = (|| {
+            Some(match r.u32()? {
+                ACCUMULATORS => Some(OptimizerState::Accumulators {
+                    grad: r.blob()?.to_vec(),
+                    update: r.blob()?.to_vec(),
+                }),
+                BURN => Some(OptimizerState::Burn(r.blob()?.to_vec())),
+                _ => None,
+            })
+        })()
+        .ok_or_else(|| fail("optimizer state truncated"))?
+        .ok_or_else(|| fail("unknown optimizer state"))?;
         let history = r.blob().ok_or_else(|| fail("history truncated"))?;
         let history = String::from_utf8(history.to_vec()).map_err(|_| fail("history not text"))?;
         if r.at != bytes.len() {
@@ -99,7 +134,7 @@ impl Checkpoint {
             train_len,
             test_len,
             model: model.to_vec(),
-            optimizer: optimizer.to_vec(),
+            optimizer,
             history,
         })
     }
@@ -154,7 +189,10 @@ mod tests {
             train_len: 60000,
             test_len: 10000,
             model: vec![1, 2, 3],
-            optimizer: vec![9; 10],
+            optimizer: OptimizerState::Accumulators {
+                grad: vec![9; 10],
+                update: vec![7; 4],
+            },
             history: "epoch,loss\n".into(),
         }
     }
@@ -166,6 +204,19 @@ mod tests {
             Checkpoint::from_bytes(&c.to_bytes(), Path::new("x")).unwrap(),
             c
         );
+    }
+
+    #[test]
+    fn both_kinds_of_optimizer_state_round_trip() {
+        let mut c = sample();
+        c.optimizer = OptimizerState::Burn(vec![5; 6]);
+        let back = Checkpoint::from_bytes(&c.to_bytes(), Path::new("x")).unwrap();
+        assert_eq!(back, c);
+        let mut bytes = c.to_bytes();
+        let kind_at = 8 + 4 + 4 + 8 + 4 + 8 + 8 + 8 + 8 + c.model.len();
+        bytes[kind_at] = 9;
+        let err = Checkpoint::from_bytes(&bytes, Path::new("x")).unwrap_err();
+        assert!(err.to_string().contains("unknown optimizer state"), "{err}");
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub fn evaluate(model: &Model, split: &Split, device: &Device) -> Evaluation {
 pub fn score(model: &Model, split: &Split, device: &Device) -> (Evaluation, Vec<u8>) {
     // On the CPU our own kernels run this pass several times faster than burn's generic ops;
     // elsewhere (a GPU) burn's forward pass is the fast one.
-    let cpu = (*device == Device::flex()).then(|| CpuNet::from_model(model));
+    let cpu = crate::backend::runs_our_kernels(device).then(|| CpuNet::from_model(model));
     let mut loss_sum = 0f64;
     let mut predictions = Vec::with_capacity(split.len());
     let indices: Vec<usize> = (0..split.len()).collect();

@@ -119,6 +119,38 @@ impl Model {
         }
     }
 
+    /// The network holding `raw` (in the layouts of [`Model::raw_weights`]), on `device`.
+    pub fn from_raw(raw: &RawWeights, device: &Device) -> Model {
+        fn set<const D: usize>(slot: &mut Param<Tensor<D>>, values: &[f32], device: &Device) {
+            let data = TensorData::new(values.to_vec(), slot.val().shape());
+            *slot = param(Tensor::from_data(data, device), slot.id);
+        }
+        fn layer<const D: usize>(
+            (weight, bias): (&mut Param<Tensor<D>>, &mut Option<Param<Tensor<1>>>),
+            (w, b): &(Vec<f32>, Vec<f32>),
+            device: &Device,
+        ) {
+            set(weight, w, device);
+            if let Some(bias) = bias {
+                set(bias, b, device);
+            }
+        }
+        let mut m = Model::new(device, 0);
+        layer((&mut m.conv1.weight, &mut m.conv1.bias), &raw.conv1, device);
+        layer((&mut m.conv2.weight, &mut m.conv2.bias), &raw.conv2, device);
+        layer(
+            (&mut m.dense1.weight, &mut m.dense1.bias),
+            &raw.dense1,
+            device,
+        );
+        layer(
+            (&mut m.dense2.weight, &mut m.dense2.bias),
+            &raw.dense2,
+            device,
+        );
+        m
+    }
+
     /// The same network with random biases (fresh ones are zero), so that tests of other
     /// implementations exercise the bias layouts too.
     #[cfg(test)]
@@ -318,12 +350,46 @@ fn param<const D: usize>(tensor: Tensor<D>, id: ParamId) -> Param<Tensor<D>> {
     Param::initialized(id, tensor)
 }
 
-/// Each layer's (weight, bias) values; see [`Model::raw_weights`].
+/// Each layer's (weight, bias) values; see [`Model::raw_weights`]. Also the shape of
+/// anything kept per parameter, such as gradients and optimizer accumulators.
+#[derive(Debug, Clone, PartialEq)]
 pub struct RawWeights {
     pub conv1: (Vec<f32>, Vec<f32>),
     pub conv2: (Vec<f32>, Vec<f32>),
     pub dense1: (Vec<f32>, Vec<f32>),
     pub dense2: (Vec<f32>, Vec<f32>),
+}
+
+impl RawWeights {
+    /// The eight parameter tensors, each layer's weight then its bias.
+    pub fn tensors(&self) -> [&[f32]; 8] {
+        let [a, b, c, d] = [&self.conv1, &self.conv2, &self.dense1, &self.dense2];
+        [&a.0, &a.1, &b.0, &b.1, &c.0, &c.1, &d.0, &d.1]
+    }
+
+    /// [`RawWeights::tensors`], mutable.
+    pub fn tensors_mut(&mut self) -> [&mut [f32]; 8] {
+        let [a, b, c, d] = [
+            &mut self.conv1,
+            &mut self.conv2,
+            &mut self.dense1,
+            &mut self.dense2,
+        ];
+        [
+            &mut a.0, &mut a.1, &mut b.0, &mut b.1, &mut c.0, &mut c.1, &mut d.0, &mut d.1,
+        ]
+    }
+
+    /// The same shapes, all zero.
+    pub fn zeros_like(&self) -> RawWeights {
+        let zeros = |(w, b): &(Vec<f32>, Vec<f32>)| (vec![0.0; w.len()], vec![0.0; b.len()]);
+        RawWeights {
+            conv1: zeros(&self.conv1),
+            conv2: zeros(&self.conv2),
+            dense1: zeros(&self.dense1),
+            dense2: zeros(&self.dense2),
+        }
+    }
 }
 
 /// 1199882 → "1,199,882", as Keras prints parameter totals.

@@ -10,7 +10,7 @@ use burn::tensor::{Bytes, Device};
 use rand::seq::SliceRandom;
 use rand::{SeedableRng, rngs::StdRng};
 
-use crate::checkpoint::{self, Checkpoint};
+use crate::checkpoint::{self, Checkpoint, OptimizerState};
 use crate::cli::{self, TrainArgs};
 use crate::data::batch::Batch;
 use crate::data::idx::{COLS, ROWS};
@@ -18,7 +18,8 @@ use crate::data::{Part, Split};
 use crate::error::{Error, Result};
 use crate::eval::evaluate;
 use crate::history::{self, EpochRecord};
-use crate::model::{Model, count_correct, cross_entropy};
+use crate::kernels::{self, training::Masks};
+use crate::model::{Model, RawWeights, count_correct, cross_entropy};
 use crate::optim::Adadelta;
 use crate::progress::{EpochPrinter, Progbar, Verbosity};
 use crate::{fsutil, interrupt};
@@ -55,24 +56,127 @@ fn stream_seed(seed: u64, epoch: usize, purpose: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Where a run stands: the network, its optimizer, and the epochs behind them.
+/// Where a run stands: how it trains, with that engine's network and optimizer state, and
+/// the epochs behind it.
 pub struct TrainState {
-    pub model: Model,
-    pub optim: ModuleOptimizer,
+    pub engine: Engine,
     pub history: Vec<EpochRecord>,
 }
 
+/// What computes the training steps.
+// One per run, moved once per step: a few hundred bytes either way do not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Engine {
+    /// The CPU: our own kernels and plain vectors throughout.
+    Kernels(CpuTrainer),
+    /// Any other device: burn's autodiff and optimizer, the model on the autodiff device.
+    Burn {
+        model: Model,
+        optim: ModuleOptimizer,
+    },
+}
+
+/// The CPU engine's whole state: the parameters and Adadelta's two accumulators, in the
+/// layouts of [`Model::raw_weights`].
+pub struct CpuTrainer {
+    pub weights: RawWeights,
+    pub accum_grad: RawWeights,
+    pub accum_update: RawWeights,
+}
+
+impl CpuTrainer {
+    /// Gradients from `kernels::training` (dropout masks from `dropout_seed`), then Adadelta.
+    /// Returns the batch's mean loss and how many it classified right before the update; a
+    /// non-finite loss leaves the parameters as they were.
+    fn step(&mut self, pixels: &[f32], labels: &[u8], dropout_seed: u64, lr: f64) -> (f32, usize) {
+        let masks = Masks::draw(labels.len(), dropout_seed);
+        let out = kernels::training::step(&self.weights, pixels, labels, &masks);
+        if out.loss.is_finite() {
+            let rule = Adadelta::default();
+            let slots = self
+                .weights
+                .tensors_mut()
+                .into_iter()
+                .zip(out.grads.tensors())
+                .zip(self.accum_grad.tensors_mut())
+                .zip(self.accum_update.tensors_mut());
+            for (((p, g), a), d) in slots {
+                rule.update(lr as f32, p, g, a, d);
+            }
+        }
+        (out.loss as f32, out.correct)
+    }
+}
+
 impl TrainState {
-    pub fn new(model: Model) -> Self {
+    /// A fresh run from `seed`, on the engine that suits `device` (the plain device).
+    pub fn new(seed: u64, device: &Device) -> Self {
+        let engine = if crate::backend::runs_our_kernels(device) {
+            let weights = Model::new(device, seed).raw_weights();
+            Engine::Kernels(CpuTrainer {
+                accum_grad: weights.zeros_like(),
+                accum_update: weights.zeros_like(),
+                weights,
+            })
+        } else {
+            Engine::Burn {
+                model: Model::new(&device.clone().autodiff(), seed),
+                optim: Adadelta::default().init(),
+            }
+        };
         TrainState {
-            model,
-            optim: Adadelta::default().init(),
+            engine,
             history: Vec::new(),
         }
     }
 
     pub fn epochs_done(&self) -> usize {
         self.history.len()
+    }
+
+    /// The network as it stands, on the plain `device`.
+    pub fn model(&self, device: &Device) -> Model {
+        match &self.engine {
+            Engine::Kernels(cpu) => Model::from_raw(&cpu.weights, device),
+            Engine::Burn { model, .. } => model.valid(),
+        }
+    }
+
+    /// One optimisation step on the items of `split` at `indices`; returns the state after
+    /// it, the batch's mean loss and how many it classified right before the update. The CPU
+    /// engine draws dropout from `dropout_seed`; burn's uses its device's own stream.
+    pub fn step(
+        self,
+        split: &Split,
+        indices: &[usize],
+        dropout_seed: u64,
+        lr: f64,
+    ) -> (Self, f32, usize) {
+        let TrainState { engine, history } = self;
+        let (engine, loss, correct) = match engine {
+            Engine::Kernels(mut cpu) => {
+                let pixels = Batch::pixels(split, indices);
+                let labels: Vec<u8> = indices.iter().map(|&i| split.labels[i]).collect();
+                let (loss, correct) = cpu.step(&pixels, &labels, dropout_seed, lr);
+                (Engine::Kernels(cpu), loss, correct)
+            }
+            Engine::Burn { model, mut optim } => {
+                let batch = Batch::gather(split, indices, &model.devices()[0]);
+                let logits = model.forward(batch.images);
+                let correct = count_correct(logits.clone().detach(), batch.labels.clone());
+                let loss = cross_entropy(logits, batch.labels).mean();
+                let value = loss.clone().into_scalar::<f32>();
+                let model = if value.is_finite() {
+                    let grads = GradientsParams::from_grads(loss.backward(), &model);
+                    optim.step(lr, model, grads)
+                } else {
+                    model
+                };
+                let correct = correct.into_scalar::<i64>() as usize;
+                (Engine::Burn { model, optim }, value, correct)
+            }
+        };
+        (TrainState { engine, history }, loss, correct)
     }
 }
 
@@ -105,7 +209,10 @@ pub fn fit(
             epoch,
             1,
         )));
-        train_device.seed(stream_seed(config.seed, epoch, 2)); // dropout masks
+        let dropout_seed = stream_seed(config.seed, epoch, 2);
+        if !crate::backend::runs_our_kernels(device) {
+            train_device.seed(dropout_seed);
+        }
 
         let mut bar = Progbar::new(train.len());
         let mut printer = EpochPrinter::new(&mut *out, config.verbosity, config.interactive);
@@ -114,11 +221,10 @@ pub fn fit(
             if stop.load(Ordering::SeqCst) {
                 return Err(interrupted(epoch, config, checkpoint, state.epochs_done()));
             }
-            let batch = Batch::gather(train, chunk, &train_device);
-            let logits = state.model.forward(batch.images);
-            let correct = count_correct(logits.clone().detach(), batch.labels.clone());
-            let loss = cross_entropy(logits, batch.labels).mean();
-            let loss_value = loss.clone().into_scalar::<f32>();
+            // Each step its own mask stream, so a step's dropout does not depend on thread timing.
+            let step_seed = stream_seed(dropout_seed, step + 1, 3);
+            let (next, loss_value, correct) = state.step(train, chunk, step_seed, config.lr);
+            state = next;
             if !loss_value.is_finite() {
                 return Err(Error::Diverged {
                     epoch,
@@ -126,10 +232,8 @@ pub fn fit(
                     value: loss_value,
                 });
             }
-            let grads = GradientsParams::from_grads(loss.backward(), &state.model);
-            state.model = state.optim.step(config.lr, state.model, grads);
 
-            let acc = correct.into_scalar::<i64>() as f64 / chunk.len() as f64;
+            let acc = correct as f64 / chunk.len() as f64;
             let values = [("loss", f64::from(loss_value)), ("acc", acc)];
             let seen = bar.seen() + chunk.len();
             if seen < train.len() {
@@ -141,7 +245,7 @@ pub fn fit(
             }
         }
 
-        let val = evaluate(&state.model.valid(), test, device);
+        let val = evaluate(&state.model(device), test, device);
         last.extend([("val_loss", val.loss), ("val_acc", val.accuracy)]);
         bar.update(train.len(), &last);
         printer.finish(&bar).map_err(log_err)?;
@@ -153,7 +257,7 @@ pub fn fit(
             elapsed: printer.elapsed(),
         });
         if let Some(path) = checkpoint {
-            save_checkpoint(path, &state, config, train, test)?;
+            save_checkpoint(path, &state, config, (train, test), device)?;
         }
         if let Some(path) = &files.history {
             fsutil::write_atomic(path, history::to_csv(&state.history).as_bytes())?;
@@ -162,20 +266,28 @@ pub fn fit(
             history::plot(&state.history).save_png(path)?;
         }
     }
-    Ok((state.model, state.history))
+    Ok((state.model(device), state.history))
 }
 
 fn save_checkpoint(
     path: &Path,
     state: &TrainState,
     config: &FitConfig,
-    train: &Split,
-    test: &Split,
+    (train, test): (&Split, &Split),
+    device: &Device,
 ) -> Result<()> {
-    let optimizer = state
-        .optim
-        .into_bytes()
-        .map_err(|e| Error::Backend(format!("cannot serialise the optimizer state: {e}")))?;
+    let optimizer = match &state.engine {
+        Engine::Kernels(cpu) => OptimizerState::Accumulators {
+            grad: Model::from_raw(&cpu.accum_grad, device).to_bytes()?,
+            update: Model::from_raw(&cpu.accum_update, device).to_bytes()?,
+        },
+        Engine::Burn { optim, .. } => OptimizerState::Burn(
+            optim
+                .into_bytes()
+                .map_err(|e| Error::Backend(format!("cannot serialise the optimizer state: {e}")))?
+                .to_vec(),
+        ),
+    };
     let checkpoint = Checkpoint {
         epochs_done: state.epochs_done() as u32,
         seed: config.seed,
@@ -183,8 +295,8 @@ fn save_checkpoint(
         lr: config.lr,
         train_len: train.len() as u64,
         test_len: test.len() as u64,
-        model: state.model.valid().to_bytes()?,
-        optimizer: optimizer.to_vec(),
+        model: state.model(device).to_bytes()?,
+        optimizer,
         history: history::to_csv(&state.history),
     };
     fsutil::write_atomic(path, &checkpoint.to_bytes())
@@ -208,7 +320,7 @@ fn resume(
     config: &mut FitConfig,
     train: &Split,
     test: &Split,
-    train_device: &Device,
+    device: &Device,
 ) -> Result<TrainState> {
     let ckpt = Checkpoint::load(path)?;
     if (ckpt.train_len, ckpt.test_len) != (train.len() as u64, test.len() as u64) {
@@ -244,19 +356,40 @@ fn resume(
             path: path.to_path_buf(),
             reason: "not a usable checkpoint: its history does not match its epochs".into(),
         })?;
-    let model = Model::from_bytes(ckpt.model, path, train_device)?;
-    let optim = Adadelta::default()
-        .init()
-        .from_bytes(Bytes::from_bytes_vec(ckpt.optimizer))
-        .map_err(|e| Error::Model {
-            path: path.to_path_buf(),
-            reason: format!("the optimizer state is unreadable ({e})"),
-        })?;
-    Ok(TrainState {
-        model,
-        optim,
-        history,
-    })
+    let wrong_engine = |written: &str, flag: &str| {
+        Error::Usage(format!(
+            "{} was written while training {written}; resume it with --backend {flag}",
+            path.display()
+        ))
+    };
+    let engine = match ckpt.optimizer {
+        OptimizerState::Accumulators { grad, update } => {
+            if !crate::backend::runs_our_kernels(device) {
+                return Err(wrong_engine("on the CPU", "cpu"));
+            }
+            let raw = |bytes| Model::from_bytes(bytes, path, device).map(|m| m.raw_weights());
+            Engine::Kernels(CpuTrainer {
+                weights: raw(ckpt.model)?,
+                accum_grad: raw(grad)?,
+                accum_update: raw(update)?,
+            })
+        }
+        OptimizerState::Burn(bytes) => {
+            if crate::backend::runs_our_kernels(device) {
+                return Err(wrong_engine("through burn's autodiff (a GPU)", "wgpu"));
+            }
+            let optim = Adadelta::default()
+                .init()
+                .from_bytes(Bytes::from_bytes_vec(bytes))
+                .map_err(|e| Error::Model {
+                    path: path.to_path_buf(),
+                    reason: format!("the optimizer state is unreadable ({e})"),
+                })?;
+            let model = Model::from_bytes(ckpt.model, path, &device.clone().autodiff())?;
+            Engine::Burn { model, optim }
+        }
+    };
+    Ok(TrainState { engine, history })
 }
 
 /// `mnist-cnn train`.
@@ -299,10 +432,9 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         verbosity: Verbosity::from_level(args.verbose),
         interactive: stdout.is_terminal(),
     };
-    let train_device = device.clone().autodiff();
     let state = match &args.resume {
-        Some(path) => resume(path, &mut config, &train, &test, &train_device)?,
-        None => TrainState::new(Model::new(&train_device, config.seed)),
+        Some(path) => resume(path, &mut config, &train, &test, &device)?,
+        None => TrainState::new(config.seed, &device),
     };
 
     let mut out = stdout.lock();
@@ -311,7 +443,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     writeln!(out, "{} train samples", train.len()).map_err(log_err)?;
     writeln!(out, "{} test samples", test.len()).map_err(log_err)?;
     if args.summary {
-        writeln!(out, "{}", state.model.summary()).map_err(log_err)?;
+        writeln!(out, "{}", state.model(&device).summary()).map_err(log_err)?;
     }
     if config.verbosity != Verbosity::Silent {
         writeln!(
@@ -335,7 +467,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         interrupt::flag(),
     )?;
 
-    fsutil::write_atomic(&out_path, &model.valid().to_bytes()?)?;
+    fsutil::write_atomic(&out_path, &model.to_bytes()?)?;
     let last = history.last().expect("at least one epoch").val;
     writeln!(out, "Model saved to {}", out_path.display()).map_err(log_err)?;
     let history_path = history::path_for(&out_path);

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 
 use burn::tensor::Device;
-use mnist_cnn::checkpoint::Checkpoint;
+use mnist_cnn::checkpoint::{Checkpoint, OptimizerState};
 use mnist_cnn::data::idx::{self, Kind};
 use mnist_cnn::model::Model;
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -132,7 +132,10 @@ fn model_and_checkpoint_readers_never_panic() {
         train_len: 10,
         test_len: 10,
         model: model.clone(),
-        optimizer: vec![0; 32],
+        optimizer: OptimizerState::Accumulators {
+            grad: model.clone(),
+            update: model.clone(),
+        },
         history: "epoch,loss,acc,val_loss,val_acc,seconds\n1,0.5,0.8,0.4,0.9,12.5\n".into(),
     }
     .to_bytes();

@@ -1,11 +1,41 @@
 //! Hand-written CPU kernels for paths where burn's generic `flex` ops leave most of the
-//! machine idle. Each kernel is tested against burn's own ops on random inputs.
+//! machine idle: the forward pass of evaluation ([`inference`]) and the whole training step,
+//! forward and backward ([`training`]). Each kernel is tested against burn's own ops on random
+//! inputs.
 //!
 //! The boundary: kernels take and return plain `f32` slices in row-major layouts stated at
-//! each function; nothing here knows about burn tensors except the conversion in
-//! [`inference::CpuNet::from_model`].
+//! each function; nothing here knows about burn tensors. Parameters cross it as
+//! [`RawWeights`](crate::model::RawWeights), in burn's own layouts.
+//!
+//! Activations are channels-last inside the convolutions, so that a 3x3 window of a
+//! channels-last map is three contiguous runs and each convolution is one GEMM.
 
 pub mod inference;
+pub mod training;
+
+use crate::data::idx::{COLS, PIXELS, ROWS};
+
+const C1: usize = 32;
+const C2: usize = 64;
+/// conv1 output side (28 - 2) and conv2 output side (26 - 2), pooled side (24 / 2).
+const S1: usize = ROWS - 2;
+const S2: usize = S1 - 2;
+const SP: usize = S2 / 2;
+/// Inputs of the first dense layer, in burn's flatten order (channel, y, x).
+const FEATURES: usize = SP * SP * C2;
+const HIDDEN: usize = 128;
+/// conv2's inner dimension: a 3x3 window of 32 channels.
+const K2: usize = 9 * C1;
+/// Images per parallel task: big enough for an efficient GEMM (M = 8 × 576 rows), small
+/// enough that the im2col buffer (5.3 MB) stays near the caches.
+const GROUP: usize = 8;
+
+/// How a GEMM operand is stored: as the matrix itself or as its transpose, row-major either way.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Stored {
+    AsIs,
+    Transposed,
+}
 
 /// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]`, all row-major and contiguous. `threads` > 1 lets the
 /// GEMM split the work over rayon's pool; inside a task that is already parallel, pass 1.
@@ -13,6 +43,25 @@ pub fn matmul(
     dst: &mut [f32],
     lhs: &[f32],
     rhs: &[f32],
+    dims: (usize, usize, usize),
+    accumulate: bool,
+    threads: usize,
+) {
+    matmul_stored(
+        dst,
+        (lhs, Stored::AsIs),
+        (rhs, Stored::AsIs),
+        dims,
+        accumulate,
+        threads,
+    );
+}
+
+/// [`matmul`] where either operand may be stored transposed (`lhs` as [k×m], `rhs` as [n×k]).
+pub fn matmul_stored(
+    dst: &mut [f32],
+    (lhs, lhs_stored): (&[f32], Stored),
+    (rhs, rhs_stored): (&[f32], Stored),
     (m, k, n): (usize, usize, usize),
     accumulate: bool,
     threads: usize,
@@ -23,9 +72,18 @@ pub fn matmul(
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: the assertion above keeps every index the strides reach inside the slices:
-    // row-major means column stride 1 and row strides n (dst), k (lhs), n (rhs); `dst` is
-    // borrowed mutably and cannot alias the inputs.
+    // (column stride, row stride) of each operand.
+    let (lhs_cs, lhs_rs) = match lhs_stored {
+        Stored::AsIs => (1, k),
+        Stored::Transposed => (m, 1),
+    };
+    let (rhs_cs, rhs_rs) = match rhs_stored {
+        Stored::AsIs => (1, n),
+        Stored::Transposed => (k, 1),
+    };
+    // SAFETY: the assertion above keeps every index the strides reach inside the slices (each
+    // operand spans exactly rows × columns elements in either storage); `dst` is borrowed
+    // mutably and cannot alias the inputs.
     unsafe {
         gemm::gemm(
             m,
@@ -36,11 +94,11 @@ pub fn matmul(
             n as isize,
             accumulate,
             lhs.as_ptr(),
-            1,
-            k as isize,
+            lhs_cs as isize,
+            lhs_rs as isize,
             rhs.as_ptr(),
-            1,
-            n as isize,
+            rhs_cs as isize,
+            rhs_rs as isize,
             1.0,
             1.0,
             false,
@@ -51,32 +109,197 @@ pub fn matmul(
     }
 }
 
+/// conv1's im2col: for each image and output pixel (y, x), its 3x3 window of the single
+/// input channel, as a row of 9.
+fn im2col1(images: &[f32], cols: &mut [f32]) {
+    for (img, dst) in images.chunks(PIXELS).zip(cols.chunks_mut(S1 * S1 * 9)) {
+        for y in 0..S1 {
+            for x in 0..S1 {
+                let row = &mut dst[(y * S1 + x) * 9..][..9];
+                for ky in 0..3 {
+                    row[ky * 3..ky * 3 + 3].copy_from_slice(&img[(y + ky) * COLS + x..][..3]);
+                }
+            }
+        }
+    }
+}
+
+/// conv2's im2col over channels-last conv1 maps: each output pixel's row is three runs of
+/// 3 × 32 contiguous values (ky, kx, channel).
+fn im2col2(a1: &[f32], cols: &mut [f32]) {
+    for (act, dst) in a1.chunks(S1 * S1 * C1).zip(cols.chunks_mut(S2 * S2 * K2)) {
+        for y in 0..S2 {
+            for x in 0..S2 {
+                let row = &mut dst[(y * S2 + x) * K2..][..K2];
+                for ky in 0..3 {
+                    let src = &act[((y + ky) * S1 + x) * C1..][..3 * C1];
+                    row[ky * 3 * C1..(ky + 1) * 3 * C1].copy_from_slice(src);
+                }
+            }
+        }
+    }
+}
+
+/// burn's convolution weight [out, in, ky, kx] as our GEMM operand [(ky, kx, in), out].
+fn conv_to_gemm(w: &[f32], c_in: usize, c_out: usize) -> Vec<f32> {
+    let mut out = vec![0.0; 9 * c_in * c_out];
+    for o in 0..c_out {
+        for c in 0..c_in {
+            for k in 0..9 {
+                out[(k * c_in + c) * c_out + o] = w[(o * c_in + c) * 9 + k];
+            }
+        }
+    }
+    out
+}
+
+/// The inverse of [`conv_to_gemm`].
+fn conv_from_gemm(w: &[f32], c_in: usize, c_out: usize) -> Vec<f32> {
+    let mut out = vec![0.0; 9 * c_in * c_out];
+    for o in 0..c_out {
+        for c in 0..c_in {
+            for k in 0..9 {
+                out[(o * c_in + c) * 9 + k] = w[(k * c_in + c) * c_out + o];
+            }
+        }
+    }
+    out
+}
+
+/// conv1 + bias + ReLU for a group of images, into channels-last maps `a1` [(image, y, x) × 32].
+/// `w1` is the GEMM layout [9 × 32].
+fn conv1(images: &[f32], w1: &[f32], b1: &[f32], a1: &mut [f32]) {
+    let rows = images.len() / PIXELS * S1 * S1;
+    let mut cols = vec![0.0f32; rows * 9];
+    im2col1(images, &mut cols);
+    matmul(a1, &cols, w1, (rows, 9, C1), false, 1);
+    for px in a1.chunks_mut(C1) {
+        for (v, b) in px.iter_mut().zip(b1) {
+            *v = (*v + b).max(0.0);
+        }
+    }
+}
+
+/// conv2 without its bias (applied after pooling) for a group of images: channels-last
+/// pre-activations [(image, y, x) × 64]. `cols` is scratch of [(image, y, x) × 288].
+fn conv2(a1: &[f32], w2: &[f32], cols: &mut [f32], z2: &mut [f32]) {
+    let rows = a1.len() / (S1 * S1 * C1) * S2 * S2;
+    im2col2(a1, cols);
+    matmul(z2, cols, w2, (rows, K2, C2), false, 1);
+}
+
+/// 2x2 max-pool of conv2's pre-activations, then conv2's bias and ReLU once per pooled value
+/// (both commute with max), for each image of a group; written in burn's flatten order
+/// (channel, y, x), 9216 per image. `winner`, when given, records which of the four values
+/// won (0..4, row-major in the window), for the backward pass.
+fn pool(z2: &[f32], b2: &[f32], out: &mut [f32], mut winner: Option<&mut [u8]>) {
+    for (i, (act, dst)) in z2
+        .chunks(S2 * S2 * C2)
+        .zip(out.chunks_mut(FEATURES))
+        .enumerate()
+    {
+        for py in 0..SP {
+            for px in 0..SP {
+                let at =
+                    |dy: usize, dx: usize| &act[((2 * py + dy) * S2 + 2 * px + dx) * C2..][..C2];
+                let quad = [at(0, 0), at(0, 1), at(1, 0), at(1, 1)];
+                for c in 0..C2 {
+                    let (mut best, mut value) = (0, quad[0][c]);
+                    for (q, v) in quad.iter().enumerate().skip(1) {
+                        if v[c] > value {
+                            (best, value) = (q, v[c]);
+                        }
+                    }
+                    let at = c * SP * SP + py * SP + px;
+                    dst[at] = (value + b2[c]).max(0.0);
+                    if let Some(w) = winner.as_deref_mut() {
+                        w[i * FEATURES + at] = best as u8;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `rows · weights + bias`, then ReLU if asked: a dense layer over rows of `input`.
+fn dense(input: &[f32], weights: &[f32], bias: &[f32], relu: bool, threads: usize) -> Vec<f32> {
+    let (outputs, inputs) = (bias.len(), weights.len() / bias.len());
+    let rows = input.len() / inputs;
+    let mut out = vec![0.0f32; rows * outputs];
+    matmul(
+        &mut out,
+        input,
+        weights,
+        (rows, inputs, outputs),
+        false,
+        threads,
+    );
+    for row in out.chunks_mut(outputs) {
+        for (v, b) in row.iter_mut().zip(bias) {
+            *v += b;
+            if relu {
+                *v = v.max(0.0);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn matmul_matches_the_definition() {
-        let (m, k, n) = (5, 7, 3);
-        let lhs: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
-        let rhs: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.91).cos()).collect();
-        let want: Vec<f32> = (0..m * n)
+    fn naive(lhs: &[f32], rhs: &[f32], (m, k, n): (usize, usize, usize)) -> Vec<f32> {
+        (0..m * n)
             .map(|i| {
                 (0..k)
                     .map(|j| lhs[i / n * k + j] * rhs[j * n + i % n])
                     .sum()
             })
-            .collect();
+            .collect()
+    }
+
+    fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+        (0..rows * cols)
+            .map(|i| a[(i % rows) * cols + i / rows])
+            .collect()
+    }
+
+    #[test]
+    fn matmul_matches_the_definition_in_every_storage() {
+        let (m, k, n) = (5, 7, 3);
+        let lhs: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let rhs: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.91).cos()).collect();
+        let want = naive(&lhs, &rhs, (m, k, n));
+        let (lhs_t, rhs_t) = (transpose(&lhs, m, k), transpose(&rhs, k, n));
         for threads in [1, 2] {
-            let mut dst = vec![f32::NAN; m * n];
-            matmul(&mut dst, &lhs, &rhs, (m, k, n), false, threads);
-            for (a, b) in dst.iter().zip(&want) {
-                assert!((a - b).abs() < 1e-5, "{a} vs {b}");
-            }
-            matmul(&mut dst, &lhs, &rhs, (m, k, n), true, threads);
-            for (a, b) in dst.iter().zip(&want) {
-                assert!((a - 2.0 * b).abs() < 1e-5);
+            for (l, r) in [
+                ((&lhs, Stored::AsIs), (&rhs, Stored::AsIs)),
+                ((&lhs_t, Stored::Transposed), (&rhs, Stored::AsIs)),
+                ((&lhs, Stored::AsIs), (&rhs_t, Stored::Transposed)),
+                ((&lhs_t, Stored::Transposed), (&rhs_t, Stored::Transposed)),
+            ] {
+                let mut dst = vec![f32::NAN; m * n];
+                let (l, r) = ((l.0.as_slice(), l.1), (r.0.as_slice(), r.1));
+                matmul_stored(&mut dst, l, r, (m, k, n), false, threads);
+                for (a, b) in dst.iter().zip(&want) {
+                    assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+                }
+                matmul_stored(&mut dst, l, r, (m, k, n), true, threads);
+                for (a, b) in dst.iter().zip(&want) {
+                    assert!((a - 2.0 * b).abs() < 1e-5);
+                }
             }
         }
+    }
+
+    #[test]
+    fn conv_weight_layouts_round_trip() {
+        let w: Vec<f32> = (0..9 * 3 * 4).map(|i| i as f32).collect();
+        let g = conv_to_gemm(&w, 3, 4);
+        assert_ne!(g, w);
+        // Output channel 1, input channel 2, ky 0, kx 2 (k = 2).
+        assert_eq!(g[(2 * 3 + 2) * 4 + 1], w[(3 + 2) * 9 + 2]);
+        assert_eq!(conv_from_gemm(&g, 3, 4), w);
     }
 }

@@ -12,6 +12,7 @@
 
 use burn::optim::{LearningRate, ModuleOptimizer, Optimizer, RecordState, StateSink, StateSource};
 use burn::tensor::{Device, Tensor};
+use rayon::prelude::*;
 
 /// Adadelta's hyper-parameters; the defaults are Keras 2's.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -30,9 +31,38 @@ impl Default for Adadelta {
 }
 
 impl Adadelta {
-    /// A whole-module optimizer driven by this rule.
+    /// A whole-module optimizer driven by this rule, for training through burn's autodiff.
     pub fn init(self) -> ModuleOptimizer {
         ModuleOptimizer::from(self)
+    }
+
+    /// The rule over plain slices, one fused pass in parallel chunks: how the CPU trainer
+    /// updates a parameter from its gradient and its two accumulators.
+    pub fn update(
+        &self,
+        lr: f32,
+        params: &mut [f32],
+        grads: &[f32],
+        accum_grad: &mut [f32],
+        accum_update: &mut [f32],
+    ) {
+        assert!(grads.len() == params.len() && accum_grad.len() == params.len());
+        assert_eq!(accum_update.len(), params.len());
+        let (rho, eps) = (self.rho, self.epsilon);
+        const CHUNK: usize = 1 << 14;
+        params
+            .par_chunks_mut(CHUNK)
+            .zip(grads.par_chunks(CHUNK))
+            .zip(accum_grad.par_chunks_mut(CHUNK))
+            .zip(accum_update.par_chunks_mut(CHUNK))
+            .for_each(|(((p, g), a), d)| {
+                for (((p, &g), a), d) in p.iter_mut().zip(g).zip(a).zip(d) {
+                    *a = rho * *a + (1.0 - rho) * g * g;
+                    let u = g * (*d + eps).sqrt() / (*a + eps).sqrt();
+                    *p -= lr * u;
+                    *d = rho * *d + (1.0 - rho) * u * u;
+                }
+            });
     }
 }
 
@@ -176,6 +206,36 @@ mod tests {
             assert_close(&to_f64(&s.accum_grad), &reference.a, "accum_grad");
             assert_close(&to_f64(&s.accum_update), &reference.d, "accum_update");
         }
+    }
+
+    #[test]
+    fn the_slice_update_matches_the_f64_reference_too() {
+        let opt = Adadelta::default();
+        // More values than one parallel chunk, so the chunking is exercised.
+        let n = 40_000;
+        let mut p: Vec<f32> = (0..n).map(|i| 0.5 + (i as f32 * 0.013).sin()).collect();
+        let (mut a, mut d) = (vec![0.0f32; n], vec![0.0f32; n]);
+        let mut reference = Reference {
+            p: p.iter().map(|&x| f64::from(x)).collect(),
+            a: vec![0.0; n],
+            d: vec![0.0; n],
+        };
+        for step in 0..25 {
+            let g: Vec<f32> = (0..n)
+                .map(|i| ((step * 7 + i * 3) as f32).sin() * 10f32.powi(i as i32 % 5 - 2))
+                .collect();
+            let lr = if step < 12 { 1.0 } else { 0.5 };
+            opt.update(lr, &mut p, &g, &mut a, &mut d);
+            let g64: Vec<f64> = g.iter().map(|&x| f64::from(x)).collect();
+            reference.step(&g64, f64::from(lr), 0.95, f64::from(1e-7f32));
+        }
+        let widen = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
+        // Only where f32 cancellation in `p - u` is not the question (see above).
+        let far: Vec<usize> = (0..n).filter(|&i| reference.p[i].abs() > 0.1).collect();
+        let pick = |v: &[f64]| far.iter().map(|&i| v[i]).collect::<Vec<_>>();
+        assert_close(&pick(&widen(&p)), &pick(&reference.p), "param");
+        assert_close(&widen(&a), &reference.a, "accum_grad");
+        assert_close(&widen(&d), &reference.d, "accum_update");
     }
 
     fn linear_loss(model: &Linear, device: &Device) -> Tensor<1> {
