@@ -159,8 +159,9 @@ pub struct EvalArgs {
 
 #[derive(Debug, Args)]
 pub struct ComputeArgs {
-    /// Where to compute: `cpu` (burn's flex backend; evaluation through our own kernels) or
-    /// `wgpu` (GPU; needs a build with `--features wgpu`).
+    /// Where to compute: `cpu` (training and evaluation through our own kernels, multi-threaded
+    /// with AVX-512 or AVX2 where the processor has them) or `wgpu` (GPU through burn; needs a
+    /// build with `--features wgpu`).
     #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
     pub backend: BackendChoice,
 }

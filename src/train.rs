@@ -89,8 +89,9 @@ impl CpuTrainer {
     /// Returns the batch's mean loss and how many it classified right before the update; a
     /// non-finite loss leaves the parameters as they were.
     fn step(&mut self, pixels: &[f32], labels: &[u8], dropout_seed: u64, lr: f64) -> (f32, usize) {
-        let masks = Masks::draw(labels.len(), dropout_seed);
-        let out = kernels::training::step(&self.weights, pixels, labels, &masks);
+        let n = labels.len();
+        let masks = move || Masks::draw(n, dropout_seed);
+        let out = kernels::training::step(&self.weights, pixels, labels, masks);
         if out.loss.is_finite() {
             let rule = Adadelta::default();
             let slots = self
@@ -195,7 +196,6 @@ pub fn fit(
     files: &EpochFiles,
     stop: &AtomicBool,
 ) -> Result<(Model, Vec<EpochRecord>)> {
-    let train_device = device.clone().autodiff();
     let checkpoint = files.checkpoint.as_deref();
     let log_err = |e: std::io::Error| Error::io("cannot write the log to", "stdout", e);
 
@@ -210,8 +210,9 @@ pub fn fit(
             1,
         )));
         let dropout_seed = stream_seed(config.seed, epoch, 2);
-        if !crate::backend::runs_our_kernels(device) {
-            train_device.seed(dropout_seed);
+        if let Engine::Burn { model, .. } = &state.engine {
+            // burn draws its dropout from the device's generator.
+            model.devices()[0].seed(dropout_seed);
         }
 
         let mut bar = Progbar::new(train.len());
@@ -356,16 +357,14 @@ fn resume(
             path: path.to_path_buf(),
             reason: "not a usable checkpoint: its history does not match its epochs".into(),
         })?;
-    let wrong_engine = |written: &str, flag: &str| {
-        Error::Usage(format!(
-            "{} was written while training {written}; resume it with --backend {flag}",
-            path.display()
-        ))
-    };
     let engine = match ckpt.optimizer {
         OptimizerState::Accumulators { grad, update } => {
+            // burn's optimizer state cannot be set from outside, so a CPU run stays on the CPU.
             if !crate::backend::runs_our_kernels(device) {
-                return Err(wrong_engine("on the CPU", "cpu"));
+                return Err(Error::Usage(format!(
+                    "{} was written by the CPU trainer; resume it with --backend cpu",
+                    path.display()
+                )));
             }
             let raw = |bytes| Model::from_bytes(bytes, path, device).map(|m| m.raw_weights());
             Engine::Kernels(CpuTrainer {
@@ -374,10 +373,8 @@ fn resume(
                 accum_update: raw(update)?,
             })
         }
+        // A run that trained through burn (a GPU) continues through burn on any device.
         OptimizerState::Burn(bytes) => {
-            if crate::backend::runs_our_kernels(device) {
-                return Err(wrong_engine("through burn's autodiff (a GPU)", "wgpu"));
-            }
             let optim = Adadelta::default()
                 .init()
                 .from_bytes(Bytes::from_bytes_vec(bytes))
@@ -483,6 +480,87 @@ pub fn run(args: &TrainArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::{DataSource, Fetcher};
+
+    fn subset(train: usize, test: usize) -> (Split, Split) {
+        let source = DataSource {
+            dir: concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist-subset").into(),
+            fetcher: Fetcher {
+                mirrors: Vec::new(),
+                ..Fetcher::default()
+            },
+        };
+        let load = |part, n| source.load(part, Some(n)).expect("the committed subset");
+        (load(Part::Train, train), load(Part::Test, test))
+    }
+
+    /// Both engines learn, and each one's checkpoint brings its run back as it was. burn's
+    /// engine is what a GPU trains with; here it runs on the CPU through burn's autodiff.
+    #[test]
+    fn both_engines_learn_and_resume_from_their_own_checkpoints() {
+        let device = Device::flex();
+        let (train, test) = subset(1024, 200);
+        let config = FitConfig {
+            epochs: 1,
+            batch: 64,
+            lr: 1.0,
+            seed: 3,
+            verbosity: Verbosity::Silent,
+            interactive: false,
+        };
+        let burn = TrainState {
+            engine: Engine::Burn {
+                model: Model::new(&device.clone().autodiff(), 3),
+                optim: Adadelta::default().init(),
+            },
+            history: Vec::new(),
+        };
+        for (state, name) in [(TrainState::new(3, &device), "kernels"), (burn, "burn")] {
+            let is_burn = matches!(state.engine, Engine::Burn { .. });
+            assert_eq!(is_burn, name == "burn");
+            let dir = tempfile::tempdir().unwrap();
+            let files = EpochFiles {
+                checkpoint: Some(dir.path().join("m.bin.ckpt")),
+                ..EpochFiles::default()
+            };
+            let untrained = evaluate(&state.model(&device), &test, &device);
+            let stop = AtomicBool::new(false);
+            let (model, history) = fit(
+                state,
+                &train,
+                &test,
+                &config,
+                &device,
+                &mut Vec::new(),
+                &files,
+                &stop,
+            )
+            .unwrap();
+            let val = history[0].val;
+            assert!(
+                val.loss < untrained.loss * 0.6 && val.accuracy > untrained.accuracy + 0.3,
+                "{name}: {untrained:?} -> {val:?}"
+            );
+
+            let mut more = FitConfig {
+                epochs: 2,
+                ..config.clone()
+            };
+            let path = files.checkpoint.as_deref().unwrap();
+            let resumed = resume(path, &mut more, &train, &test, &device).unwrap();
+            assert_eq!(
+                matches!(resumed.engine, Engine::Burn { .. }),
+                is_burn,
+                "{name}"
+            );
+            assert_eq!(resumed.epochs_done(), 1);
+            assert_eq!(
+                resumed.model(&device).to_bytes().unwrap(),
+                model.to_bytes().unwrap(),
+                "{name}"
+            );
+        }
+    }
 
     #[test]
     fn streams_differ_by_seed_epoch_and_purpose() {

@@ -28,7 +28,7 @@ const HIDDEN: usize = 128;
 const K2: usize = 9 * C1;
 /// Images per parallel task: big enough for an efficient GEMM (M = 8 × 576 rows), small
 /// enough that the im2col buffer (5.3 MB) stays near the caches.
-const GROUP: usize = 8;
+const GROUP: usize = 2;
 
 /// How a GEMM operand is stored: as the matrix itself or as its transpose, row-major either way.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

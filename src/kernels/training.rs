@@ -27,6 +27,7 @@ const DROP2: f32 = 0.5;
 /// Inverted-dropout multipliers for one batch (0, or 1/(1-rate) for kept units, as Keras
 /// scales them): after the pooling, [n × 9216] in burn's flatten order, and after the
 /// first dense layer, [n × 128].
+#[derive(Clone)]
 pub struct Masks {
     pub keep1: Vec<f32>,
     pub keep2: Vec<f32>,
@@ -52,22 +53,25 @@ impl Masks {
     }
 }
 
+/// Each unit is dropped when 16 bits of a hash of (seed, position) fall below `rate` × 2¹⁶
+/// (0.35 becomes 0.350006); one 64-bit hash decides four units.
 fn draw(len: usize, rate: f32, seed: u64, offset: usize) -> Vec<f32> {
+    debug_assert_eq!(offset % 4, 0);
     let scale = 1.0 / (1.0 - rate);
-    let threshold = (f64::from(rate) * 4_294_967_296.0) as u64;
+    let threshold = (f64::from(rate) * 65536.0).round() as u64;
     let mut out = vec![0.0f32; len];
-    out.par_chunks_mut(4096).enumerate().for_each(|(c, chunk)| {
-        for (i, v) in chunk.iter_mut().enumerate() {
-            let position = (offset + c * 4096 + i) as u64;
-            // SplitMix64 of (seed, position): independent, well-mixed bits per unit.
-            let mut z =
-                seed.wrapping_add(position.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            *v = if (z >> 32) < threshold { 0.0 } else { scale };
+    for (q, quad) in out.chunks_mut(4).enumerate() {
+        let position = (offset / 4 + q) as u64;
+        // SplitMix64 of (seed, position): independent, well-mixed bits.
+        let mut z = seed.wrapping_add(position.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        for (i, v) in quad.iter_mut().enumerate() {
+            let kept = (z >> (16 * i)) & 0xFFFF >= threshold;
+            *v = scale * f32::from(u8::from(kept));
         }
-    });
+    }
     out
 }
 
@@ -80,11 +84,17 @@ pub struct Step {
 }
 
 /// The forward and backward pass of the mean softmax cross-entropy of `labels` over `pixels`
-/// (scaled to [0, 1], 784 per image), with dropout `masks`, at weights `w`.
-pub fn step(w: &RawWeights, pixels: &[f32], labels: &[u8], masks: &Masks) -> Step {
+/// (scaled to [0, 1], 784 per image), at weights `w`, with the dropout masks that `masks`
+/// makes. They are made on one thread while the convolutions run on the others: as a
+/// parallel loop of its own, drawing them cost more in waking threads than in hashing.
+pub fn step(
+    w: &RawWeights,
+    pixels: &[f32],
+    labels: &[u8],
+    masks: impl FnOnce() -> Masks + Send,
+) -> Step {
     let n = labels.len();
     assert_eq!(pixels.len(), n * PIXELS);
-    assert!(masks.keep1.len() >= n * FEATURES && masks.keep2.len() >= n * HIDDEN);
     let threads = rayon::current_num_threads();
     let w1 = conv_to_gemm(&w.conv1.0, 1, C1);
     let w2 = conv_to_gemm(&w.conv2.0, C1, C2);
@@ -95,19 +105,22 @@ pub fn step(w: &RawWeights, pixels: &[f32], labels: &[u8], masks: &Masks) -> Ste
     let mut a1 = vec![0.0f32; n * map1];
     let mut pooled = vec![0.0f32; n * FEATURES];
     let mut winner = vec![0u8; n * FEATURES];
-    pixels
-        .par_chunks(GROUP * PIXELS)
-        .zip(a1.par_chunks_mut(GROUP * map1))
-        .zip(pooled.par_chunks_mut(GROUP * FEATURES))
-        .zip(winner.par_chunks_mut(GROUP * FEATURES))
-        .for_each(|(((images, a1), pooled), winner)| {
-            let g = images.len() / PIXELS;
-            conv1(images, &w1, &w.conv1.1, a1);
-            let mut cols = vec![0.0f32; g * S2 * S2 * K2];
-            let mut z2 = vec![0.0f32; g * S2 * S2 * C2];
-            conv2(a1, &w2, &mut cols, &mut z2);
-            pool(&z2, &w.conv2.1, pooled, Some(winner));
-        });
+    let (masks, ()) = rayon::join(masks, || {
+        pixels
+            .par_chunks(GROUP * PIXELS)
+            .zip(a1.par_chunks_mut(GROUP * map1))
+            .zip(pooled.par_chunks_mut(GROUP * FEATURES))
+            .zip(winner.par_chunks_mut(GROUP * FEATURES))
+            .for_each(|(((images, a1), pooled), winner)| {
+                let g = images.len() / PIXELS;
+                conv1(images, &w1, &w.conv1.1, a1);
+                let mut cols = vec![0.0f32; g * S2 * S2 * K2];
+                let mut z2 = vec![0.0f32; g * S2 * S2 * C2];
+                conv2(a1, &w2, &mut cols, &mut z2);
+                pool(&z2, &w.conv2.1, pooled, Some(winner));
+            })
+    });
+    assert!(masks.keep1.len() >= n * FEATURES && masks.keep2.len() >= n * HIDDEN);
 
     // Dropout, dense + ReLU, dropout, dense.
     let features: Vec<f32> = pooled
@@ -168,25 +181,28 @@ pub fn step(w: &RawWeights, pixels: &[f32], labels: &[u8], masks: &Masks) -> Ste
     for ((d, &h), &k) in dh.iter_mut().zip(&hidden).zip(&masks.keep2) {
         *d = if h > 0.0 { *d * k } else { 0.0 };
     }
+    // The two big products of the first dense layer's backward pass are independent and of
+    // equal size: one per thread, rather than each split across both.
     let mut dw3 = vec![0.0f32; FEATURES * HIDDEN];
-    matmul_stored(
-        &mut dw3,
-        transposed(&features),
-        as_is(&dh),
-        (FEATURES, n, HIDDEN),
-        false,
-        threads,
+    let mut dpooled = vec![0.0f32; n * FEATURES];
+    rayon::join(
+        || {
+            let dims = (FEATURES, n, HIDDEN);
+            matmul_stored(&mut dw3, transposed(&features), as_is(&dh), dims, false, 1);
+        },
+        || {
+            let dims = (n, HIDDEN, FEATURES);
+            matmul_stored(
+                &mut dpooled,
+                as_is(&dh),
+                transposed(&w.dense1.0),
+                dims,
+                false,
+                1,
+            );
+        },
     );
     let db3 = column_sums(&dh, HIDDEN);
-    let mut dpooled = vec![0.0f32; n * FEATURES];
-    matmul_stored(
-        &mut dpooled,
-        as_is(&dh),
-        transposed(&w.dense1.0),
-        (n, HIDDEN, FEATURES),
-        false,
-        threads,
-    );
     // Through dropout and ReLU: a pooled value of zero passed no gradient.
     for ((d, &p), &k) in dpooled.iter_mut().zip(&pooled).zip(&masks.keep1) {
         *d = if p > 0.0 { *d * k } else { 0.0 };
@@ -443,7 +459,7 @@ mod tests {
         let labels: Vec<u8> = (0..n).map(|_| rng.random_range(0..10)).collect();
         for masks in [Masks::draw(n, 5), Masks::keep_all(n)] {
             let (loss, want) = reference(&w, &pixels, &labels, &masks);
-            let got = step(&w, &pixels, &labels, &masks);
+            let got = step(&w, &pixels, &labels, || masks.clone());
             assert!(
                 (got.loss - loss).abs() <= 1e-5 * loss,
                 "loss {} vs {loss}",
@@ -466,8 +482,8 @@ mod tests {
         let w = Model::new(&device, 1).raw_weights();
         let pixels: Vec<f32> = (0..20 * PIXELS).map(|i| (i % 251) as f32 / 251.0).collect();
         let labels: Vec<u8> = (0..20).map(|i| (i % 10) as u8).collect();
-        let a = step(&w, &pixels, &labels, &Masks::draw(20, 9));
-        let b = step(&w, &pixels, &labels, &Masks::draw(20, 9));
+        let a = step(&w, &pixels, &labels, || Masks::draw(20, 9));
+        let b = step(&w, &pixels, &labels, || Masks::draw(20, 9));
         assert_eq!(a.loss.to_bits(), b.loss.to_bits());
         assert_eq!(a.grads.conv2.0, b.grads.conv2.0);
         assert_eq!(a.grads.dense1.0, b.grads.dense1.0);
