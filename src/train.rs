@@ -246,7 +246,8 @@ pub fn fit(
             }
         }
 
-        let val = evaluate(&state.model(device), test, device);
+        let model = state.model(device);
+        let val = evaluate(&model, test, device);
         last.extend([("val_loss", val.loss), ("val_acc", val.accuracy)]);
         bar.update(train.len(), &last);
         printer.finish(&bar).map_err(log_err)?;
@@ -258,7 +259,7 @@ pub fn fit(
             elapsed: printer.elapsed(),
         });
         if let Some(path) = checkpoint {
-            save_checkpoint(path, &state, config, (train, test), device)?;
+            save_checkpoint(path, (&state, &model), config, (train, test), device)?;
         }
         if let Some(path) = &files.history {
             fsutil::write_atomic(path, history::to_csv(&state.history).as_bytes())?;
@@ -270,9 +271,10 @@ pub fn fit(
     Ok((state.model(device), state.history))
 }
 
+/// Writes `state`, whose network is `model`, to the checkpoint at `path`.
 fn save_checkpoint(
     path: &Path,
-    state: &TrainState,
+    (state, model): (&TrainState, &Model),
     config: &FitConfig,
     (train, test): (&Split, &Split),
     device: &Device,
@@ -296,7 +298,7 @@ fn save_checkpoint(
         lr: config.lr,
         train_len: train.len() as u64,
         test_len: test.len() as u64,
-        model: state.model(device).to_bytes()?,
+        model: model.to_bytes()?,
         optimizer,
         history: history::to_csv(&state.history),
     };
