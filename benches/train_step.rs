@@ -51,7 +51,7 @@ fn main() {
         let start = (step * batch) % (train.len() - batch);
         let indices: Vec<usize> = (start..start + batch).collect();
         let t = Instant::now();
-        // The step `train` runs: our kernels' gradients, then burn's optimizer.
+        // The step `train` runs on the CPU: our kernels' gradients, then Adadelta.
         let (next, _loss, _correct) = state.step(&train, &indices, step as u64, 1.0);
         state = next;
         if step >= 3 {

@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use super::{C1, C2, FEATURES, GROUP, K2, S1, S2, conv_to_gemm, conv1, conv2, dense, pool};
+use super::{C1, C2, FEATURES, GROUP, S1, conv_to_gemm, dense, features};
 use crate::data::idx::PIXELS;
 use crate::model::Model;
 
@@ -64,13 +64,10 @@ impl CpuNet {
     /// conv1 + ReLU, conv2 + ReLU, 2x2 max-pool for up to GROUP images, into `out`
     /// (9216 features per image).
     fn features(&self, images: &[f32], out: &mut [f32]) {
-        let g = images.len() / PIXELS;
-        let mut a1 = vec![0.0f32; g * S1 * S1 * C1];
-        conv1(images, &self.w1, &self.b1, &mut a1);
-        let mut cols = vec![0.0f32; g * S2 * S2 * K2];
-        let mut z2 = vec![0.0f32; g * S2 * S2 * C2];
-        conv2(&a1, &self.w2, &mut cols, &mut z2);
-        pool(&z2, &self.b2, out, None);
+        let mut a1 = vec![0.0f32; images.len() / PIXELS * S1 * S1 * C1];
+        let conv1 = (self.w1.as_slice(), self.b1.as_slice());
+        let conv2 = (self.w2.as_slice(), self.b2.as_slice());
+        features(images, conv1, conv2, &mut a1, out, None);
     }
 }
 

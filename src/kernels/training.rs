@@ -14,8 +14,8 @@
 use rayon::prelude::*;
 
 use super::{
-    C1, C2, FEATURES, GROUP, HIDDEN, K2, S1, S2, SP, Stored, conv_from_gemm, conv_to_gemm, conv1,
-    conv2, dense, im2col1, im2col2, matmul_stored, pool,
+    C1, C2, FEATURES, GROUP, HIDDEN, K2, S1, S2, SP, Stored, conv_from_gemm, conv_to_gemm, dense,
+    features, im2col1, im2col2, matmul_stored,
 };
 use crate::data::idx::PIXELS;
 use crate::model::{NUM_CLASSES, RawWeights};
@@ -112,12 +112,9 @@ pub fn step(
             .zip(pooled.par_chunks_mut(GROUP * FEATURES))
             .zip(winner.par_chunks_mut(GROUP * FEATURES))
             .for_each(|(((images, a1), pooled), winner)| {
-                let g = images.len() / PIXELS;
-                conv1(images, &w1, &w.conv1.1, a1);
-                let mut cols = vec![0.0f32; g * S2 * S2 * K2];
-                let mut z2 = vec![0.0f32; g * S2 * S2 * C2];
-                conv2(a1, &w2, &mut cols, &mut z2);
-                pool(&z2, &w.conv2.1, pooled, Some(winner));
+                let conv1 = (w1.as_slice(), w.conv1.1.as_slice());
+                let conv2 = (w2.as_slice(), w.conv2.1.as_slice());
+                features(images, conv1, conv2, a1, pooled, Some(winner));
             })
     });
     assert!(masks.keep1.len() >= n * FEATURES && masks.keep2.len() >= n * HIDDEN);
