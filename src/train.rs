@@ -18,7 +18,7 @@ use crate::data::{Part, Split};
 use crate::error::{Error, Result};
 use crate::eval::evaluate;
 use crate::history::{self, EpochRecord};
-use crate::kernels::{self, training::Masks};
+use crate::kernels::{self, training::Dropout};
 use crate::model::{Model, RawWeights, count_correct, cross_entropy};
 use crate::optim::Adadelta;
 use crate::progress::{EpochPrinter, Progbar, Verbosity};
@@ -89,9 +89,8 @@ impl CpuTrainer {
     /// Returns the batch's mean loss and how many it classified right before the update; a
     /// non-finite loss leaves the parameters as they were.
     fn step(&mut self, pixels: &[f32], labels: &[u8], dropout_seed: u64, lr: f64) -> (f32, usize) {
-        let n = labels.len();
-        let masks = move || Masks::draw(n, dropout_seed);
-        let out = kernels::training::step(&self.weights, pixels, labels, masks);
+        let dropout = Dropout::Seeded(dropout_seed);
+        let out = kernels::training::step(&self.weights, pixels, labels, dropout);
         if out.loss.is_finite() {
             let rule = Adadelta::default();
             let slots = self

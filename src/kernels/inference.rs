@@ -7,7 +7,8 @@
 
 use rayon::prelude::*;
 
-use super::{C1, C2, FEATURES, GROUP, S1, conv_to_gemm, dense, features};
+use super::ConvLayout::{Burn, Gemm};
+use super::{C1, C2, FEATURES, GROUP, S1, dense, features, relayout};
 use crate::data::idx::PIXELS;
 use crate::model::Model;
 
@@ -31,9 +32,9 @@ impl CpuNet {
     pub fn from_model(model: &Model) -> CpuNet {
         let raw = model.raw_weights();
         CpuNet {
-            w1: conv_to_gemm(&raw.conv1.0, 1, C1),
+            w1: relayout(&raw.conv1.0, 1, C1, Burn, Gemm),
             b1: raw.conv1.1,
-            w2: conv_to_gemm(&raw.conv2.0, C1, C2),
+            w2: relayout(&raw.conv2.0, C1, C2, Burn, Gemm),
             b2: raw.conv2.1,
             w3: raw.dense1.0,
             b3: raw.dense1.1,

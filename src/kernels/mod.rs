@@ -10,8 +10,38 @@
 //! Activations are channels-last inside the convolutions, so that a 3x3 window of a
 //! channels-last map is three contiguous runs and each convolution is one GEMM.
 
+/// Defines a function whose body is compiled once per instruction set pulp dispatches to
+/// (AVX-512, AVX2 + FMA, plain x86-64) and run in the best this processor has, so that one
+/// portable binary still vectorises our loops. The body is inlined into pulp's
+/// `#[target_feature]` functions; closures in it are compiled on their own, for plain x86-64,
+/// so loops belong in the body or in `#[inline(always)]` helpers such as [`axpy`].
+macro_rules! simd_fn {
+    (
+        $(#[$attr:meta])*
+        $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block
+    ) => {
+        $(#[$attr])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            struct Op<A>(A);
+            impl pulp::WithSimd for Op<($($ty,)*)> {
+                type Output = simd_fn!(@output $($ret)?);
+                #[inline(always)]
+                fn with_simd<S: pulp::Simd>(self, _: S) -> Self::Output {
+                    let ($($arg,)*) = self.0;
+                    $body
+                }
+            }
+            pulp::Arch::new().dispatch(Op(($($arg,)*)))
+        }
+    };
+    (@output) => { () };
+    (@output $ret:ty) => { $ret };
+}
+
 pub mod inference;
 pub mod training;
+
+use std::cell::RefCell;
 
 use crate::data::idx::{COLS, PIXELS, ROWS};
 
@@ -110,21 +140,6 @@ pub fn matmul_stored(
     }
 }
 
-/// conv1's im2col: for each image and output pixel (y, x), its 3x3 window of the single
-/// input channel, as a row of 9.
-fn im2col1(images: &[f32], cols: &mut [f32]) {
-    for (img, dst) in images.chunks(PIXELS).zip(cols.chunks_mut(S1 * S1 * 9)) {
-        for y in 0..S1 {
-            for x in 0..S1 {
-                let row = &mut dst[(y * S1 + x) * 9..][..9];
-                for ky in 0..3 {
-                    row[ky * 3..ky * 3 + 3].copy_from_slice(&img[(y + ky) * COLS + x..][..3]);
-                }
-            }
-        }
-    }
-}
-
 /// conv2's im2col over channels-last conv1 maps: each output pixel's row is three runs of
 /// 3 × 32 contiguous values (ky, kx, channel).
 fn im2col2(a1: &[f32], cols: &mut [f32]) {
@@ -141,44 +156,86 @@ fn im2col2(a1: &[f32], cols: &mut [f32]) {
     }
 }
 
-/// burn's convolution weight [out, in, ky, kx] as our GEMM operand [(ky, kx, in), out].
-fn conv_to_gemm(w: &[f32], c_in: usize, c_out: usize) -> Vec<f32> {
-    let mut out = vec![0.0; 9 * c_in * c_out];
+/// Where a convolution weight's element for (output channel, input channel, tap) lives. The
+/// tap k = 3 ky + kx.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ConvLayout {
+    /// burn's [out, in, ky, kx].
+    Burn,
+    /// The GEMM operand of a channels-last convolution: [(ky, kx, in), out].
+    Gemm,
+    /// One row per output channel: [out, (ky, kx, in)], as the backward pass walks it.
+    Rows,
+}
+
+impl ConvLayout {
+    fn index(self, (o, c, k): (usize, usize, usize), c_in: usize, c_out: usize) -> usize {
+        match self {
+            ConvLayout::Burn => (o * c_in + c) * 9 + k,
+            ConvLayout::Gemm => (k * c_in + c) * c_out + o,
+            ConvLayout::Rows => (o * 9 + k) * c_in + c,
+        }
+    }
+}
+
+/// `w` (a c_out × c_in × 3x3 convolution weight) moved from one layout to another.
+fn relayout(w: &[f32], c_in: usize, c_out: usize, from: ConvLayout, to: ConvLayout) -> Vec<f32> {
+    assert_eq!(w.len(), 9 * c_in * c_out);
+    let mut out = vec![0.0; w.len()];
     for o in 0..c_out {
         for c in 0..c_in {
             for k in 0..9 {
-                out[(k * c_in + c) * c_out + o] = w[(o * c_in + c) * 9 + k];
+                let at = (o, c, k);
+                out[to.index(at, c_in, c_out)] = w[from.index(at, c_in, c_out)];
             }
         }
     }
     out
 }
 
-/// The inverse of [`conv_to_gemm`].
-fn conv_from_gemm(w: &[f32], c_in: usize, c_out: usize) -> Vec<f32> {
-    let mut out = vec![0.0; 9 * c_in * c_out];
-    for o in 0..c_out {
-        for c in 0..c_in {
-            for k in 0..9 {
-                out[(o * c_in + c) * 9 + k] = w[(k * c_in + c) * c_out + o];
+simd_fn! {
+    /// conv1 + bias + ReLU for a group of images, into channels-last maps `a1`
+    /// [(image, y, x) × 32]. `w1` is the GEMM layout [9 × 32]. Directly, not as a GEMM: with
+    /// an inner dimension of 9, a GEMM spends more on packing than on arithmetic.
+    fn conv1(images: &[f32], w1: &[f32], b1: &[f32], a1: &mut [f32]) {
+        for (img, out) in images.chunks(PIXELS).zip(a1.chunks_mut(S1 * S1 * C1)) {
+            for (at, px) in out.chunks_mut(C1).enumerate() {
+                let (y, x) = (at / S1, at % S1);
+                px.copy_from_slice(b1);
+                for (k, w) in w1.chunks(C1).enumerate() {
+                    axpy(img[(y + k / 3) * COLS + x + k % 3], w, px);
+                }
+                for v in px {
+                    *v = v.max(0.0);
+                }
             }
         }
     }
-    out
 }
 
-/// conv1 + bias + ReLU for a group of images, into channels-last maps `a1` [(image, y, x) × 32].
-/// `w1` is the GEMM layout [9 × 32].
-fn conv1(images: &[f32], w1: &[f32], b1: &[f32], a1: &mut [f32]) {
-    let rows = images.len() / PIXELS * S1 * S1;
-    let mut cols = vec![0.0f32; rows * 9];
-    im2col1(images, &mut cols);
-    matmul(a1, &cols, w1, (rows, 9, C1), false, 1);
-    for px in a1.chunks_mut(C1) {
-        for (v, b) in px.iter_mut().zip(b1) {
-            *v = (*v + b).max(0.0);
-        }
+/// `y += a x`, fused multiply-adds where the processor has them.
+#[inline(always)]
+fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y = a.mul_add(*x, *y);
     }
+}
+
+thread_local! {
+    /// Each worker thread's scratch space for conv2's im2col rows and outputs: reused from
+    /// group to group rather than allocated and zeroed afresh (1.6 MB per group of two).
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's scratch space, at least `len` long; its contents are whatever
+/// the last user left.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with_borrow_mut(|buf| {
+        if buf.len() < len {
+            buf.resize(len, 0.0);
+        }
+        f(&mut buf[..len])
+    })
 }
 
 /// The convolutional half of the forward pass for a group of images, shared by evaluation
@@ -195,11 +252,12 @@ fn features(
 ) {
     conv1(images, w1, b1, a1);
     let rows = images.len() / PIXELS * S2 * S2;
-    let mut cols = vec![0.0f32; rows * K2];
-    im2col2(a1, &mut cols);
-    let mut z2 = vec![0.0f32; rows * C2];
-    matmul(&mut z2, &cols, w2, (rows, K2, C2), false, 1);
-    pool(&z2, b2, pooled, winner);
+    with_scratch(rows * (K2 + C2), |scratch| {
+        let (cols, z2) = scratch.split_at_mut(rows * K2);
+        im2col2(a1, cols);
+        matmul(z2, cols, w2, (rows, K2, C2), false, 1);
+        pool(z2, b2, pooled, winner);
+    });
 }
 
 /// 2x2 max-pool of conv2's pre-activations, then conv2's bias and ReLU once per pooled value
@@ -309,11 +367,16 @@ mod tests {
 
     #[test]
     fn conv_weight_layouts_round_trip() {
+        use ConvLayout::{Burn, Gemm, Rows};
         let w: Vec<f32> = (0..9 * 3 * 4).map(|i| i as f32).collect();
-        let g = conv_to_gemm(&w, 3, 4);
+        let g = relayout(&w, 3, 4, Burn, Gemm);
+        let r = relayout(&w, 3, 4, Burn, Rows);
         assert_ne!(g, w);
+        assert_ne!(r, w);
         // Output channel 1, input channel 2, ky 0, kx 2 (k = 2).
         assert_eq!(g[(2 * 3 + 2) * 4 + 1], w[(3 + 2) * 9 + 2]);
-        assert_eq!(conv_from_gemm(&g, 3, 4), w);
+        assert_eq!(r[(9 + 2) * 3 + 2], w[(3 + 2) * 9 + 2]);
+        assert_eq!(relayout(&g, 3, 4, Gemm, Burn), w);
+        assert_eq!(relayout(&r, 3, 4, Rows, Gemm), g);
     }
 }

@@ -2,77 +2,116 @@
 //! the gradient of every parameter, in burn's parameter layouts.
 //!
 //! burn's autodiff on `flex` spends most of a step outside its GEMM (element-wise loops,
-//! fresh allocations, a transposed convolution for conv2's input gradient). Here each
-//! convolution's forward, weight gradient and input gradient is one GEMM per group of images,
-//! ReLU and max-pool backward are a scatter through the recorded winners, and conv1 gets no
-//! input gradient (the images need none).
+//! fresh allocations, a transposed convolution for conv2's input gradient). Here the forward
+//! convolutions are GEMMs per group of images, dropout is drawn where it is applied, the dense
+//! layers' gradients are GEMMs, and the convolutions' backward pass walks only the pooled
+//! gradients that are not zero (see [`conv_backward`]); conv1 gets no input gradient (the
+//! images need none).
 //!
 //! Deterministic: groups are fixed by the batch, each group's partial gradients are summed in
-//! group order, and dropout masks are a function of (seed, position) only, so the same seed
-//! gives the same model whatever the thread count's timing.
+//! group order, and dropout masks are a function of (seed, layer, position) only, so the same
+//! seed gives the same model whatever the thread count's timing.
 
 use rayon::prelude::*;
 
+use super::ConvLayout::{Burn, Gemm, Rows};
 use super::{
-    C1, C2, FEATURES, GROUP, HIDDEN, K2, S1, S2, SP, Stored, conv_from_gemm, conv_to_gemm, dense,
-    features, im2col1, im2col2, matmul_stored,
+    C1, C2, FEATURES, GROUP, HIDDEN, K2, S1, SP, Stored, axpy, dense, matmul_stored, relayout,
 };
-use crate::data::idx::PIXELS;
+use crate::data::idx::{COLS, PIXELS};
 use crate::model::{NUM_CLASSES, RawWeights};
 
 /// Keras's dropout rates after the pooling and after the first dense layer.
 const DROP1: f32 = 0.35;
 const DROP2: f32 = 0.5;
 
-/// Inverted-dropout multipliers for one batch (0, or 1/(1-rate) for kept units, as Keras
-/// scales them): after the pooling, [n × 9216] in burn's flatten order, and after the
-/// first dense layer, [n × 128].
-#[derive(Clone)]
-pub struct Masks {
-    pub keep1: Vec<f32>,
-    pub keep2: Vec<f32>,
+/// The two layers dropout acts on.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Layer {
+    /// The 9216 pooled features of each image, in burn's flatten order.
+    Pooled,
+    /// The 128 outputs of the first dense layer.
+    Hidden,
 }
 
-impl Masks {
-    /// Masks for `images` drawn from `seed`; each unit's fate depends only on the seed and its
-    /// position.
-    pub fn draw(images: usize, seed: u64) -> Masks {
-        let len1 = images * FEATURES;
-        Masks {
-            keep1: draw(len1, DROP1, seed, 0),
-            keep2: draw(images * HIDDEN, DROP2, seed, len1),
+impl Layer {
+    fn rate(self) -> f32 {
+        match self {
+            Layer::Pooled => DROP1,
+            Layer::Hidden => DROP2,
         }
     }
 
-    /// Keep every unit, unscaled: dropout off.
-    pub fn keep_all(images: usize) -> Masks {
-        Masks {
-            keep1: vec![1.0; images * FEATURES],
-            keep2: vec![1.0; images * HIDDEN],
+    /// Where the layer's units start in the hash's position space: far apart, so the two
+    /// layers never share a draw whatever the batch size.
+    fn first_position(self) -> u64 {
+        match self {
+            Layer::Pooled => 0,
+            Layer::Hidden => 1 << 48,
         }
     }
 }
 
-/// Each unit is dropped when 16 bits of a hash of (seed, position) fall below `rate` × 2¹⁶
-/// (0.35 becomes 0.350006); one 64-bit hash decides four units.
-fn draw(len: usize, rate: f32, seed: u64, offset: usize) -> Vec<f32> {
-    debug_assert_eq!(offset % 4, 0);
-    let scale = 1.0 / (1.0 - rate);
-    let threshold = (f64::from(rate) * 65536.0).round() as u64;
-    let mut out = vec![0.0f32; len];
-    for (q, quad) in out.chunks_mut(4).enumerate() {
-        let position = (offset / 4 + q) as u64;
-        // SplitMix64 of (seed, position): independent, well-mixed bits.
-        let mut z = seed.wrapping_add(position.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        for (i, v) in quad.iter_mut().enumerate() {
-            let kept = (z >> (16 * i)) & 0xFFFF >= threshold;
-            *v = scale * f32::from(u8::from(kept));
+/// Dropout for one step. Each unit's fate depends only on the seed, the layer and the unit's
+/// position in the batch, so masks are drawn where they are applied, by whichever thread
+/// holds the values, and the same seed drops the same units however the work is split.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Dropout {
+    /// Keep every unit, unscaled.
+    Off,
+    /// Drop at Keras's rates, from this seed; the kept units are scaled by 1/(1 - rate).
+    Seeded(u64),
+}
+
+impl Dropout {
+    /// What a kept unit of `layer` is multiplied by.
+    pub fn scale(self, layer: Layer) -> f32 {
+        match self {
+            Dropout::Off => 1.0,
+            Dropout::Seeded(_) => 1.0 / (1.0 - layer.rate()),
         }
     }
-    out
+
+    /// Multiplies `values`, the units of `layer` from position `first` of the batch on, by
+    /// their masks: 0 or [`Dropout::scale`]. `first` and the length are multiples of 4.
+    pub fn apply(self, layer: Layer, first: usize, values: &mut [f32]) {
+        if let Dropout::Seeded(seed) = self {
+            assert!(first.is_multiple_of(4) && values.len().is_multiple_of(4));
+            let position = layer.first_position() + (first / 4) as u64;
+            apply_dropout(seed, position, layer.rate(), values);
+        }
+    }
+
+    /// The masks themselves, for `images` images: [images × 9216] and [images × 128].
+    pub fn masks(self, images: usize) -> (Vec<f32>, Vec<f32>) {
+        let mut pooled = vec![1.0; images * FEATURES];
+        let mut hidden = vec![1.0; images * HIDDEN];
+        self.apply(Layer::Pooled, 0, &mut pooled);
+        self.apply(Layer::Hidden, 0, &mut hidden);
+        (pooled, hidden)
+    }
+}
+
+simd_fn! {
+    /// Each group of four units shares one 64-bit hash of (seed, position): SplitMix64, whose
+    /// bits are independent and well mixed. A unit is dropped when its 16 bits fall below
+    /// `rate` × 2¹⁶ (0.35 becomes 0.350006).
+    fn apply_dropout(seed: u64, first_quad: u64, rate: f32, values: &mut [f32]) {
+        let scale = 1.0 / (1.0 - rate);
+        let threshold = (f64::from(rate) * 65536.0).round() as u64;
+        for (q, quad) in values.chunks_exact_mut(4).enumerate() {
+            let position = first_quad + q as u64;
+            let mut z =
+                seed.wrapping_add(position.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            for (i, v) in quad.iter_mut().enumerate() {
+                let kept = (z >> (16 * i)) & 0xFFFF >= threshold;
+                *v *= if kept { scale } else { 0.0 };
+            }
+        }
+    }
 }
 
 /// What one step yields: the batch's mean loss, how many it classified right (before the
@@ -84,54 +123,38 @@ pub struct Step {
 }
 
 /// The forward and backward pass of the mean softmax cross-entropy of `labels` over `pixels`
-/// (scaled to [0, 1], 784 per image), at weights `w`, with the dropout masks that `masks`
-/// makes. They are made on one thread while the convolutions run on the others: as a
-/// parallel loop of its own, drawing them cost more in waking threads than in hashing.
-pub fn step(
-    w: &RawWeights,
-    pixels: &[f32],
-    labels: &[u8],
-    masks: impl FnOnce() -> Masks + Send,
-) -> Step {
+/// (scaled to [0, 1], 784 per image), at weights `w`, with `dropout`.
+pub fn step(w: &RawWeights, pixels: &[f32], labels: &[u8], dropout: Dropout) -> Step {
     let n = labels.len();
     assert_eq!(pixels.len(), n * PIXELS);
     let threads = rayon::current_num_threads();
-    let w1 = conv_to_gemm(&w.conv1.0, 1, C1);
-    let w2 = conv_to_gemm(&w.conv2.0, C1, C2);
+    let w1 = relayout(&w.conv1.0, 1, C1, Burn, Gemm);
+    let w2 = relayout(&w.conv2.0, C1, C2, Burn, Gemm);
 
-    // Convolutions, per group of images. Kept for the backward pass: conv1's activations and
-    // which value of each pooling window won.
+    // Convolutions and the first dropout, per group of images. Kept for the backward pass:
+    // conv1's activations, which value of each pooling window won, and the features after
+    // dropout (zero where either ReLU or dropout stopped the gradient).
     let map1 = S1 * S1 * C1;
     let mut a1 = vec![0.0f32; n * map1];
-    let mut pooled = vec![0.0f32; n * FEATURES];
+    let mut features = vec![0.0f32; n * FEATURES];
     let mut winner = vec![0u8; n * FEATURES];
-    let (masks, ()) = rayon::join(masks, || {
-        pixels
-            .par_chunks(GROUP * PIXELS)
-            .zip(a1.par_chunks_mut(GROUP * map1))
-            .zip(pooled.par_chunks_mut(GROUP * FEATURES))
-            .zip(winner.par_chunks_mut(GROUP * FEATURES))
-            .for_each(|(((images, a1), pooled), winner)| {
-                let conv1 = (w1.as_slice(), w.conv1.1.as_slice());
-                let conv2 = (w2.as_slice(), w.conv2.1.as_slice());
-                features(images, conv1, conv2, a1, pooled, Some(winner));
-            })
-    });
-    assert!(masks.keep1.len() >= n * FEATURES && masks.keep2.len() >= n * HIDDEN);
+    pixels
+        .par_chunks(GROUP * PIXELS)
+        .zip(a1.par_chunks_mut(GROUP * map1))
+        .zip(features.par_chunks_mut(GROUP * FEATURES))
+        .zip(winner.par_chunks_mut(GROUP * FEATURES))
+        .enumerate()
+        .for_each(|(group, (((images, a1), out), winner))| {
+            let conv1 = (w1.as_slice(), w.conv1.1.as_slice());
+            let conv2 = (w2.as_slice(), w.conv2.1.as_slice());
+            super::features(images, conv1, conv2, a1, out, Some(winner));
+            dropout.apply(Layer::Pooled, group * GROUP * FEATURES, out);
+        });
 
-    // Dropout, dense + ReLU, dropout, dense.
-    let features: Vec<f32> = pooled
-        .iter()
-        .zip(&masks.keep1)
-        .map(|(v, k)| v * k)
-        .collect();
-    let hidden = dense(&features, &w.dense1.0, &w.dense1.1, true, threads);
-    let dropped: Vec<f32> = hidden
-        .iter()
-        .zip(&masks.keep2)
-        .map(|(v, k)| v * k)
-        .collect();
-    let logits = dense(&dropped, &w.dense2.0, &w.dense2.1, false, 1);
+    // Dense + ReLU, dropout, dense.
+    let mut hidden = dense(&features, &w.dense1.0, &w.dense1.1, true, threads);
+    dropout.apply(Layer::Hidden, 0, &mut hidden);
+    let logits = dense(&hidden, &w.dense2.0, &w.dense2.1, false, 1);
 
     // Softmax cross-entropy and its gradient with respect to the logits, of the batch mean.
     let mut loss = 0f64;
@@ -159,7 +182,7 @@ pub fn step(
     let mut dw4 = vec![0.0f32; HIDDEN * NUM_CLASSES];
     matmul_stored(
         &mut dw4,
-        transposed(&dropped),
+        transposed(&hidden),
         as_is(&dlogits),
         (HIDDEN, n, NUM_CLASSES),
         false,
@@ -175,8 +198,10 @@ pub fn step(
         false,
         1,
     );
-    for ((d, &h), &k) in dh.iter_mut().zip(&hidden).zip(&masks.keep2) {
-        *d = if h > 0.0 { *d * k } else { 0.0 };
+    // Through dropout and ReLU: a unit that is zero after both passed no gradient.
+    let scale2 = dropout.scale(Layer::Hidden);
+    for (d, &h) in dh.iter_mut().zip(&hidden) {
+        *d = if h > 0.0 { *d * scale2 } else { 0.0 };
     }
     // The two big products of the first dense layer's backward pass are independent and of
     // equal size: one per thread, rather than each split across both.
@@ -200,18 +225,27 @@ pub fn step(
         },
     );
     let db3 = column_sums(&dh, HIDDEN);
-    // Through dropout and ReLU: a pooled value of zero passed no gradient.
-    for ((d, &p), &k) in dpooled.iter_mut().zip(&pooled).zip(&masks.keep1) {
-        *d = if p > 0.0 { *d * k } else { 0.0 };
-    }
 
     // Convolutions backward, per group; partial sums kept apart and added in group order.
+    let w2_rows = relayout(&w.conv2.0, C1, C2, Burn, Rows);
+    let scale1 = dropout.scale(Layer::Pooled);
     let partials: Vec<ConvGrads> = pixels
         .par_chunks(GROUP * PIXELS)
         .zip(a1.par_chunks(GROUP * map1))
         .zip(dpooled.par_chunks(GROUP * FEATURES))
+        .zip(features.par_chunks(GROUP * FEATURES))
         .zip(winner.par_chunks(GROUP * FEATURES))
-        .map(|(((images, a1), dpooled), winner)| conv_backward(images, a1, dpooled, winner, &w2))
+        .map(|((((images, a1), grad), features), winner)| {
+            let pooled = Pooled {
+                grad,
+                features,
+                winner,
+                scale: scale1,
+            };
+            let mut grads = ConvGrads::zero();
+            conv_backward(images, a1, pooled, &w2_rows, &mut grads);
+            grads
+        })
         .collect();
     let mut total = ConvGrads::zero();
     for p in &partials {
@@ -222,15 +256,16 @@ pub fn step(
         loss: loss / n as f64,
         correct,
         grads: RawWeights {
-            conv1: (conv_from_gemm(&total.w1, 1, C1), total.b1),
-            conv2: (conv_from_gemm(&total.w2, C1, C2), total.b2),
+            conv1: (relayout(&total.w1, 1, C1, Gemm, Burn), total.b1),
+            conv2: (relayout(&total.w2, C1, C2, Rows, Burn), total.b2),
             dense1: (dw3, db3),
             dense2: (dw4, db4),
         },
     }
 }
 
-/// One group's share of the convolution gradients, weights in the GEMM layouts.
+/// One group's share of the convolution gradients: conv1's weight in the GEMM layout, conv2's
+/// in rows.
 struct ConvGrads {
     w1: Vec<f32>,
     b1: Vec<f32>,
@@ -260,92 +295,86 @@ impl ConvGrads {
     }
 }
 
-/// conv2's and conv1's gradients for one group, from the gradient at the pooled features.
-fn conv_backward(
-    images: &[f32],
-    a1: &[f32],
-    dpooled: &[f32],
-    winner: &[u8],
-    w2: &[f32],
-) -> ConvGrads {
-    let g = images.len() / PIXELS;
-    let (rows2, rows1) = (g * S2 * S2, g * S1 * S1);
-    let mut grads = ConvGrads::zero();
+/// What the backward pass needs of the pooled features of a group of images, each in burn's
+/// flatten order.
+struct Pooled<'a> {
+    /// The loss's gradient with respect to the features after dropout.
+    grad: &'a [f32],
+    /// The features after dropout: zero where the ReLU or dropout stopped the gradient.
+    features: &'a [f32],
+    /// Which of its window's four values each feature came from.
+    winner: &'a [u8],
+    /// Dropout's multiplier for the units it kept.
+    scale: f32,
+}
 
-    // Max-pool backward: each pooled gradient goes to the window's winner.
-    let mut dz2 = vec![0.0f32; rows2 * C2];
-    for (i, (dp, win)) in dpooled
-        .chunks(FEATURES)
-        .zip(winner.chunks(FEATURES))
-        .enumerate()
-    {
-        let dz = &mut dz2[i * S2 * S2 * C2..][..S2 * S2 * C2];
-        for c in 0..C2 {
-            for py in 0..SP {
-                for px in 0..SP {
-                    let at = c * SP * SP + py * SP + px;
-                    let (dy, dx) = (usize::from(win[at]) / 2, usize::from(win[at]) % 2);
-                    dz[((2 * py + dy) * S2 + 2 * px + dx) * C2 + c] = dp[at];
-                    grads.b2[c] += dp[at];
-                }
-            }
-        }
-    }
-
-    // conv2: weight gradient cols2ᵀ · dz2, input gradient dz2 · w2ᵀ folded back (col2im).
-    let mut cols = vec![0.0f32; rows2 * K2];
-    im2col2(a1, &mut cols);
-    matmul_stored(
-        &mut grads.w2,
-        transposed(&cols),
-        as_is(&dz2),
-        (K2, rows2, C2),
-        false,
-        1,
-    );
-    let dcols = &mut cols; // reused: cols2 is no longer needed
-    matmul_stored(
-        dcols,
-        as_is(&dz2),
-        transposed(w2),
-        (rows2, C2, K2),
-        false,
-        1,
-    );
-    let mut dz1 = vec![0.0f32; rows1 * C1];
-    for (dc, d1) in dcols.chunks(S2 * S2 * K2).zip(dz1.chunks_mut(S1 * S1 * C1)) {
-        for y in 0..S2 {
-            for x in 0..S2 {
-                let row = &dc[(y * S2 + x) * K2..][..K2];
-                for ky in 0..3 {
-                    let dst = &mut d1[((y + ky) * S1 + x) * C1..][..3 * C1];
-                    for (d, s) in dst.iter_mut().zip(&row[ky * 3 * C1..(ky + 1) * 3 * C1]) {
-                        *d += s;
+simd_fn! {
+    /// conv2's and conv1's gradients for one group (`w2` in rows), added into `grads`.
+    ///
+    /// Not as GEMMs: the max-pool passes each pooled gradient to one of four positions, and
+    /// dropout and ReLU stop most of the rest, so conv2's output gradient is mostly zeros.
+    /// Walking only the others, each adds its 3x3x32 input window into its channel's weight
+    /// gradient and its channel's weights into the window's input gradient: a fraction of the
+    /// dense products' arithmetic, and no im2col.
+    fn conv_backward(
+        images: &[f32],
+        a1: &[f32],
+        pooled: Pooled<'_>,
+        w2: &[f32],
+        grads: &mut ConvGrads,
+    ) {
+        let mut dz1 = vec![0.0f32; S1 * S1 * C1];
+        // A window's three rows of (kx, channel): 96 contiguous values each, a map row apart.
+        let run = 3 * C1;
+        let per_image = pooled
+            .grad
+            .chunks(FEATURES)
+            .zip(pooled.features.chunks(FEATURES))
+            .zip(pooled.winner.chunks(FEATURES));
+        for ((img, a1), ((grad, features), winner)) in images
+            .chunks(PIXELS)
+            .zip(a1.chunks(S1 * S1 * C1))
+            .zip(per_image)
+        {
+            dz1.fill(0.0);
+            let maps = grad
+                .chunks(SP * SP)
+                .zip(features.chunks(SP * SP))
+                .zip(winner.chunks(SP * SP));
+            let rows = grads.w2.chunks_mut(K2).zip(w2.chunks(K2));
+            for ((((grad, features), winner), (dw, w)), db) in maps.zip(rows).zip(&mut grads.b2) {
+                for (cell, ((&g, &f), &won)) in grad.iter().zip(features).zip(winner).enumerate() {
+                    if f <= 0.0 {
+                        continue;
+                    }
+                    let g = g * pooled.scale;
+                    *db += g;
+                    let y = 2 * (cell / SP) + usize::from(won / 2);
+                    let x = 2 * (cell % SP) + usize::from(won % 2);
+                    for ky in 0..3 {
+                        let at = ((y + ky) * S1 + x) * C1;
+                        axpy(g, &a1[at..at + run], &mut dw[ky * run..][..run]);
+                        axpy(g, &w[ky * run..][..run], &mut dz1[at..at + run]);
                     }
                 }
             }
+            // Through conv1's ReLU, then conv1's bias and weight gradients.
+            for (at, (d, a)) in dz1.chunks_mut(C1).zip(a1.chunks(C1)).enumerate() {
+                for (d, &a) in d.iter_mut().zip(a) {
+                    if a <= 0.0 {
+                        *d = 0.0;
+                    }
+                }
+                for (b, d) in grads.b1.iter_mut().zip(&*d) {
+                    *b += d;
+                }
+                let (y, x) = (at / S1, at % S1);
+                for (k, dw) in grads.w1.chunks_mut(C1).enumerate() {
+                    axpy(img[(y + k / 3) * COLS + x + k % 3], d, dw);
+                }
+            }
         }
     }
-    // Through conv1's ReLU.
-    for (d, &a) in dz1.iter_mut().zip(a1) {
-        if a <= 0.0 {
-            *d = 0.0;
-        }
-    }
-    for row in dz1.chunks(C1) {
-        grads.b1.iter_mut().zip(row).for_each(|(b, d)| *b += d);
-    }
-    let mut cols1 = vec![0.0f32; rows1 * 9];
-    im2col1(images, &mut cols1);
-    matmul_stored(
-        &mut grads.w1,
-        transposed(&cols1),
-        as_is(&dz1),
-        (9, rows1, C1),
-        false,
-        1,
-    );
-    grads
 }
 
 fn as_is(v: &[f32]) -> (&[f32], Stored) {
@@ -388,7 +417,7 @@ mod tests {
         w: &RawWeights,
         pixels: &[f32],
         labels: &[u8],
-        masks: &Masks,
+        dropout: Dropout,
     ) -> (f64, RawWeights) {
         let device = Device::flex().autodiff();
         let n = labels.len();
@@ -400,10 +429,9 @@ mod tests {
         let b3 = tensor(&w.dense1.1, [HIDDEN], &device);
         let w4 = tensor(&w.dense2.0, [HIDDEN, NUM_CLASSES], &device);
         let b4 = tensor(&w.dense2.1, [NUM_CLASSES], &device);
-        let keep1 =
-            Tensor::<2>::from_data(TensorData::new(masks.keep1.clone(), [n, FEATURES]), &device);
-        let keep2 =
-            Tensor::<2>::from_data(TensorData::new(masks.keep2.clone(), [n, HIDDEN]), &device);
+        let (keep1, keep2) = dropout.masks(n);
+        let keep1 = Tensor::<2>::from_data(TensorData::new(keep1, [n, FEATURES]), &device);
+        let keep2 = Tensor::<2>::from_data(TensorData::new(keep2, [n, HIDDEN]), &device);
 
         let x = Tensor::<4>::from_data(TensorData::new(pixels.to_vec(), [n, 1, 28, 28]), &device);
         let valid = || ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
@@ -454,9 +482,9 @@ mod tests {
         let n = 19;
         let pixels: Vec<f32> = (0..n * PIXELS).map(|_| rng.random::<f32>()).collect();
         let labels: Vec<u8> = (0..n).map(|_| rng.random_range(0..10)).collect();
-        for masks in [Masks::draw(n, 5), Masks::keep_all(n)] {
-            let (loss, want) = reference(&w, &pixels, &labels, &masks);
-            let got = step(&w, &pixels, &labels, || masks.clone());
+        for dropout in [Dropout::Seeded(5), Dropout::Off] {
+            let (loss, want) = reference(&w, &pixels, &labels, dropout);
+            let got = step(&w, &pixels, &labels, dropout);
             assert!(
                 (got.loss - loss).abs() <= 1e-5 * loss,
                 "loss {} vs {loss}",
@@ -479,8 +507,8 @@ mod tests {
         let w = Model::new(&device, 1).raw_weights();
         let pixels: Vec<f32> = (0..20 * PIXELS).map(|i| (i % 251) as f32 / 251.0).collect();
         let labels: Vec<u8> = (0..20).map(|i| (i % 10) as u8).collect();
-        let a = step(&w, &pixels, &labels, || Masks::draw(20, 9));
-        let b = step(&w, &pixels, &labels, || Masks::draw(20, 9));
+        let a = step(&w, &pixels, &labels, Dropout::Seeded(9));
+        let b = step(&w, &pixels, &labels, Dropout::Seeded(9));
         assert_eq!(a.loss.to_bits(), b.loss.to_bits());
         assert_eq!(a.grads.conv2.0, b.grads.conv2.0);
         assert_eq!(a.grads.dense1.0, b.grads.dense1.0);
@@ -488,9 +516,10 @@ mod tests {
 
     #[test]
     fn masks_drop_at_keras_rates_and_scale_the_rest() {
-        let a = Masks::draw(100, 42);
-        for (mask, rate) in [(&a.keep1, DROP1), (&a.keep2, DROP2)] {
-            let scale = 1.0 / (1.0 - rate);
+        let (pooled, hidden) = Dropout::Seeded(42).masks(100);
+        for (mask, layer) in [(&pooled, Layer::Pooled), (&hidden, Layer::Hidden)] {
+            let (rate, scale) = (layer.rate(), Dropout::Seeded(42).scale(layer));
+            assert_eq!(scale, 1.0 / (1.0 - rate));
             assert!(mask.iter().all(|&v| v == 0.0 || v == scale));
             let dropped = mask.iter().filter(|&&v| v == 0.0).count() as f32 / mask.len() as f32;
             assert!(
@@ -498,9 +527,20 @@ mod tests {
                 "rate {rate}: dropped {dropped}"
             );
         }
-        assert_eq!(a.keep1, Masks::draw(100, 42).keep1);
-        assert_ne!(a.keep1, Masks::draw(100, 43).keep1);
-        // Not one pattern repeated per image.
-        assert_ne!(a.keep1[..FEATURES], a.keep1[FEATURES..2 * FEATURES]);
+        assert_eq!(pooled, Dropout::Seeded(42).masks(100).0);
+        assert_ne!(pooled, Dropout::Seeded(43).masks(100).0);
+        // Not one pattern repeated per image, nor shared by the two layers.
+        assert_ne!(pooled[..FEATURES], pooled[FEATURES..2 * FEATURES]);
+        assert_ne!(pooled[..HIDDEN], hidden[..HIDDEN]);
+        // Applied piecewise, as the groups of a step apply it, it drops the same units.
+        let mut pieces = vec![1.0; 100 * FEATURES];
+        for (i, piece) in pieces.chunks_mut(3 * FEATURES).enumerate() {
+            Dropout::Seeded(42).apply(Layer::Pooled, i * 3 * FEATURES, piece);
+        }
+        assert_eq!(pieces, pooled);
+        assert_eq!(
+            Dropout::Off.masks(3),
+            (vec![1.0; 3 * FEATURES], vec![1.0; 3 * HIDDEN])
+        );
     }
 }
