@@ -57,8 +57,8 @@ const HIDDEN: usize = 128;
 /// conv2's inner dimension: a 3x3 window of 32 channels.
 const K2: usize = 9 * C1;
 /// Images per parallel task: conv2's GEMM has M = 2 × 576 rows and its im2col buffer
-/// (1.3 MB) stays near the 1 MB per-core L2. Groups of 2 and 1 measured a little faster for
-/// training than 4 or 8 here, and clearly faster for evaluation.
+/// (1.3 MB) fits a 2 MB per-core L2. Groups of 2 and 1 measured a little faster for training
+/// than 4 or 8, and clearly faster for evaluation.
 const GROUP: usize = 2;
 
 /// How a GEMM operand is stored: as the matrix itself or as its transpose, row-major either way.

@@ -5,7 +5,7 @@
 //! fresh allocations, a transposed convolution for conv2's input gradient). Here the forward
 //! convolutions are GEMMs per group of images, dropout is drawn where it is applied, the dense
 //! layers' gradients are GEMMs, and the convolutions' backward pass walks only the pooled
-//! gradients that are not zero (see [`conv_backward`]); conv1 gets no input gradient (the
+//! gradients that are not zero (see [`conv_backward_group`]); conv1 gets no input gradient (the
 //! images need none).
 //!
 //! Deterministic: groups are fixed by the batch, each group's partial gradients are summed in
@@ -125,38 +125,78 @@ pub struct Step {
 /// The forward and backward pass of the mean softmax cross-entropy of `labels` over `pixels`
 /// (scaled to [0, 1], 784 per image), at weights `w`, with `dropout`.
 pub fn step(w: &RawWeights, pixels: &[f32], labels: &[u8], dropout: Dropout) -> Step {
+    assert_eq!(pixels.len(), labels.len() * PIXELS);
+    let forward = Forward::run(w, pixels, dropout);
+    let (loss, correct, dlogits) = cross_entropy(&forward.logits, labels);
+    let dense = dense_backward(w, &forward, &dlogits, dropout);
+    let conv = conv_backward(w, pixels, &forward, &dense.features, dropout);
+    Step {
+        loss,
+        correct,
+        grads: RawWeights {
+            conv1: (relayout(&conv.w1, 1, C1, Gemm, Burn), conv.b1),
+            conv2: (relayout(&conv.w2, C1, C2, Rows, Burn), conv.b2),
+            dense1: dense.dense1,
+            dense2: dense.dense2,
+        },
+    }
+}
+
+/// The forward pass with dropout, and what the backward pass needs of it.
+struct Forward {
+    /// conv1's activations, channels-last [n × 26 × 26 × 32].
+    a1: Vec<f32>,
+    /// The pooled features after dropout, [n × 9216] in burn's flatten order: zero where
+    /// either ReLU or dropout stopped the gradient.
+    features: Vec<f32>,
+    /// Which of its window's four values each pooled feature came from.
+    winner: Vec<u8>,
+    /// The first dense layer's outputs after ReLU and dropout, [n × 128].
+    hidden: Vec<f32>,
+    logits: Vec<f32>,
+}
+
+impl Forward {
+    fn run(w: &RawWeights, pixels: &[f32], dropout: Dropout) -> Forward {
+        let n = pixels.len() / PIXELS;
+        let w1 = relayout(&w.conv1.0, 1, C1, Burn, Gemm);
+        let w2 = relayout(&w.conv2.0, C1, C2, Burn, Gemm);
+        let map1 = S1 * S1 * C1;
+        let mut a1 = vec![0.0f32; n * map1];
+        let mut features = vec![0.0f32; n * FEATURES];
+        let mut winner = vec![0u8; n * FEATURES];
+        // Convolutions and the first dropout, per group of images.
+        pixels
+            .par_chunks(GROUP * PIXELS)
+            .zip(a1.par_chunks_mut(GROUP * map1))
+            .zip(features.par_chunks_mut(GROUP * FEATURES))
+            .zip(winner.par_chunks_mut(GROUP * FEATURES))
+            .enumerate()
+            .for_each(|(group, (((images, a1), out), winner))| {
+                let conv1 = (w1.as_slice(), w.conv1.1.as_slice());
+                let conv2 = (w2.as_slice(), w.conv2.1.as_slice());
+                super::features(images, conv1, conv2, a1, out, Some(winner));
+                dropout.apply(Layer::Pooled, group * GROUP * FEATURES, out);
+            });
+        // Dense + ReLU, dropout, dense.
+        let threads = rayon::current_num_threads();
+        let mut hidden = dense(&features, &w.dense1.0, &w.dense1.1, true, threads);
+        dropout.apply(Layer::Hidden, 0, &mut hidden);
+        let logits = dense(&hidden, &w.dense2.0, &w.dense2.1, false, 1);
+        Forward {
+            a1,
+            features,
+            winner,
+            hidden,
+            logits,
+        }
+    }
+}
+
+/// The batch's mean softmax cross-entropy, how many rows' largest logit is the label, and the
+/// mean loss's gradient with respect to the logits.
+fn cross_entropy(logits: &[f32], labels: &[u8]) -> (f64, usize, Vec<f32>) {
     let n = labels.len();
-    assert_eq!(pixels.len(), n * PIXELS);
-    let threads = rayon::current_num_threads();
-    let w1 = relayout(&w.conv1.0, 1, C1, Burn, Gemm);
-    let w2 = relayout(&w.conv2.0, C1, C2, Burn, Gemm);
-
-    // Convolutions and the first dropout, per group of images. Kept for the backward pass:
-    // conv1's activations, which value of each pooling window won, and the features after
-    // dropout (zero where either ReLU or dropout stopped the gradient).
-    let map1 = S1 * S1 * C1;
-    let mut a1 = vec![0.0f32; n * map1];
-    let mut features = vec![0.0f32; n * FEATURES];
-    let mut winner = vec![0u8; n * FEATURES];
-    pixels
-        .par_chunks(GROUP * PIXELS)
-        .zip(a1.par_chunks_mut(GROUP * map1))
-        .zip(features.par_chunks_mut(GROUP * FEATURES))
-        .zip(winner.par_chunks_mut(GROUP * FEATURES))
-        .enumerate()
-        .for_each(|(group, (((images, a1), out), winner))| {
-            let conv1 = (w1.as_slice(), w.conv1.1.as_slice());
-            let conv2 = (w2.as_slice(), w.conv2.1.as_slice());
-            super::features(images, conv1, conv2, a1, out, Some(winner));
-            dropout.apply(Layer::Pooled, group * GROUP * FEATURES, out);
-        });
-
-    // Dense + ReLU, dropout, dense.
-    let mut hidden = dense(&features, &w.dense1.0, &w.dense1.1, true, threads);
-    dropout.apply(Layer::Hidden, 0, &mut hidden);
-    let logits = dense(&hidden, &w.dense2.0, &w.dense2.1, false, 1);
-
-    // Softmax cross-entropy and its gradient with respect to the logits, of the batch mean.
     let mut loss = 0f64;
     let mut correct = 0;
     let mut dlogits = vec![0.0f32; n * NUM_CLASSES];
@@ -177,73 +217,102 @@ pub fn step(w: &RawWeights, pixels: &[f32], labels: &[u8], dropout: Dropout) -> 
             *d = ((p - target) / n as f64) as f32;
         }
     }
+    (loss / n as f64, correct, dlogits)
+}
 
-    // Dense layers backward.
+/// What the dense layers' backward pass yields.
+struct DenseGrads {
+    /// (weight, bias) gradients of each dense layer, in burn's layouts.
+    dense1: (Vec<f32>, Vec<f32>),
+    dense2: (Vec<f32>, Vec<f32>),
+    /// The gradient with respect to the pooled features after dropout, [n × 9216].
+    features: Vec<f32>,
+}
+
+/// The dense layers' backward pass, from the logits' gradient.
+fn dense_backward(
+    w: &RawWeights,
+    forward: &Forward,
+    dlogits: &[f32],
+    dropout: Dropout,
+) -> DenseGrads {
+    let n = dlogits.len() / NUM_CLASSES;
     let mut dw4 = vec![0.0f32; HIDDEN * NUM_CLASSES];
+    let dims = (HIDDEN, n, NUM_CLASSES);
     matmul_stored(
         &mut dw4,
-        transposed(&hidden),
-        as_is(&dlogits),
-        (HIDDEN, n, NUM_CLASSES),
+        transposed(&forward.hidden),
+        as_is(dlogits),
+        dims,
         false,
         1,
     );
-    let db4 = column_sums(&dlogits, NUM_CLASSES);
+    let db4 = column_sums(dlogits, NUM_CLASSES);
     let mut dh = vec![0.0f32; n * HIDDEN];
+    let dims = (n, NUM_CLASSES, HIDDEN);
     matmul_stored(
         &mut dh,
-        as_is(&dlogits),
+        as_is(dlogits),
         transposed(&w.dense2.0),
-        (n, NUM_CLASSES, HIDDEN),
+        dims,
         false,
         1,
     );
     // Through dropout and ReLU: a unit that is zero after both passed no gradient.
-    let scale2 = dropout.scale(Layer::Hidden);
-    for (d, &h) in dh.iter_mut().zip(&hidden) {
-        *d = if h > 0.0 { *d * scale2 } else { 0.0 };
+    let scale = dropout.scale(Layer::Hidden);
+    for (d, &h) in dh.iter_mut().zip(&forward.hidden) {
+        *d = if h > 0.0 { *d * scale } else { 0.0 };
     }
     // The two big products of the first dense layer's backward pass are independent and of
     // equal size: one per thread, rather than each split across both.
     let mut dw3 = vec![0.0f32; FEATURES * HIDDEN];
-    let mut dpooled = vec![0.0f32; n * FEATURES];
+    let mut dfeatures = vec![0.0f32; n * FEATURES];
     rayon::join(
         || {
             let dims = (FEATURES, n, HIDDEN);
-            matmul_stored(&mut dw3, transposed(&features), as_is(&dh), dims, false, 1);
+            let features = transposed(&forward.features);
+            matmul_stored(&mut dw3, features, as_is(&dh), dims, false, 1);
         },
         || {
             let dims = (n, HIDDEN, FEATURES);
-            matmul_stored(
-                &mut dpooled,
-                as_is(&dh),
-                transposed(&w.dense1.0),
-                dims,
-                false,
-                1,
-            );
+            let weights = transposed(&w.dense1.0);
+            matmul_stored(&mut dfeatures, as_is(&dh), weights, dims, false, 1);
         },
     );
     let db3 = column_sums(&dh, HIDDEN);
+    DenseGrads {
+        dense1: (dw3, db3),
+        dense2: (dw4, db4),
+        features: dfeatures,
+    }
+}
 
-    // Convolutions backward, per group; partial sums kept apart and added in group order.
-    let w2_rows = relayout(&w.conv2.0, C1, C2, Burn, Rows);
-    let scale1 = dropout.scale(Layer::Pooled);
+/// The convolutions' gradients, per group of images; the groups' partial sums are kept apart
+/// and added in group order.
+fn conv_backward(
+    w: &RawWeights,
+    pixels: &[f32],
+    forward: &Forward,
+    dfeatures: &[f32],
+    dropout: Dropout,
+) -> ConvGrads {
+    let w2 = relayout(&w.conv2.0, C1, C2, Burn, Rows);
+    let scale = dropout.scale(Layer::Pooled);
     let partials: Vec<ConvGrads> = pixels
         .par_chunks(GROUP * PIXELS)
-        .zip(a1.par_chunks(GROUP * map1))
-        .zip(dpooled.par_chunks(GROUP * FEATURES))
-        .zip(features.par_chunks(GROUP * FEATURES))
-        .zip(winner.par_chunks(GROUP * FEATURES))
+        .zip(forward.a1.par_chunks(GROUP * S1 * S1 * C1))
+        .zip(dfeatures.par_chunks(GROUP * FEATURES))
+        .zip(forward.features.par_chunks(GROUP * FEATURES))
+        .zip(forward.winner.par_chunks(GROUP * FEATURES))
         .map(|((((images, a1), grad), features), winner)| {
             let pooled = Pooled {
                 grad,
                 features,
                 winner,
-                scale: scale1,
+                scale,
             };
             let mut grads = ConvGrads::zero();
-            conv_backward(images, a1, pooled, &w2_rows, &mut grads);
+            conv_backward_group(images, a1, pooled, &w2, &mut grads);
             grads
         })
         .collect();
@@ -251,17 +320,7 @@ pub fn step(w: &RawWeights, pixels: &[f32], labels: &[u8], dropout: Dropout) -> 
     for p in &partials {
         total.add(p);
     }
-
-    Step {
-        loss: loss / n as f64,
-        correct,
-        grads: RawWeights {
-            conv1: (relayout(&total.w1, 1, C1, Gemm, Burn), total.b1),
-            conv2: (relayout(&total.w2, C1, C2, Rows, Burn), total.b2),
-            dense1: (dw3, db3),
-            dense2: (dw4, db4),
-        },
-    }
+    total
 }
 
 /// One group's share of the convolution gradients: conv1's weight in the GEMM layout, conv2's
@@ -316,7 +375,7 @@ simd_fn! {
     /// Walking only the others, each adds its 3x3x32 input window into its channel's weight
     /// gradient and its channel's weights into the window's input gradient: a fraction of the
     /// dense products' arithmetic, and no im2col.
-    fn conv_backward(
+    fn conv_backward_group(
         images: &[f32],
         a1: &[f32],
         pooled: Pooled<'_>,
@@ -343,11 +402,17 @@ simd_fn! {
                 .zip(winner.chunks(SP * SP));
             let rows = grads.w2.chunks_mut(K2).zip(w2.chunks(K2));
             for ((((grad, features), winner), (dw, w)), db) in maps.zip(rows).zip(&mut grads.b2) {
-                for (cell, ((&g, &f), &won)) in grad.iter().zip(features).zip(winner).enumerate() {
-                    if f <= 0.0 {
-                        continue;
-                    }
-                    let g = g * pooled.scale;
+                // The cells that pass a gradient, listed without branching: which ones do is
+                // close to a coin toss, and mispredicted branches cost more than the list.
+                let mut live = [0u8; SP * SP];
+                let mut count = 0;
+                for (cell, &f) in features.iter().enumerate() {
+                    live[count] = cell as u8;
+                    count += usize::from(f > 0.0);
+                }
+                for &cell in &live[..count] {
+                    let cell = usize::from(cell);
+                    let (g, won) = (grad[cell] * pooled.scale, winner[cell]);
                     *db += g;
                     let y = 2 * (cell / SP) + usize::from(won / 2);
                     let x = 2 * (cell % SP) + usize::from(won % 2);
