@@ -7,8 +7,9 @@
 //! each function; nothing here knows about burn tensors. Parameters cross it as
 //! [`RawWeights`](crate::model::RawWeights), in burn's own layouts.
 //!
-//! Activations are channels-last inside the convolutions, so that a 3x3 window of a
-//! channels-last map is three contiguous runs and each convolution is one GEMM.
+//! Activations are channels-last inside the convolutions, so that a 3x3 window of a map is
+//! three contiguous runs of (kx, channel): one im2col row for conv2's forward GEMM, three
+//! vector runs for its sparse backward pass.
 
 /// Defines a function whose body is compiled once per instruction set pulp dispatches to
 /// (AVX-512, AVX2 + FMA, plain x86-64) and run in the best this processor has, so that one
@@ -31,7 +32,7 @@ macro_rules! simd_fn {
                     $body
                 }
             }
-            pulp::Arch::new().dispatch(Op(($($arg,)*)))
+            crate::kernels::arch().dispatch(Op(($($arg,)*)))
         }
     };
     (@output) => { () };
@@ -41,6 +42,8 @@ macro_rules! simd_fn {
 pub mod inference;
 pub mod training;
 
+#[cfg(test)]
+use std::cell::Cell;
 use std::cell::RefCell;
 
 use crate::data::idx::{COLS, PIXELS, ROWS};
@@ -159,7 +162,7 @@ fn im2col2(a1: &[f32], cols: &mut [f32]) {
 /// Where a convolution weight's element for (output channel, input channel, tap) lives. The
 /// tap k = 3 ky + kx.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum ConvLayout {
+enum ConvLayout {
     /// burn's [out, in, ky, kx].
     Burn,
     /// The GEMM operand of a channels-last convolution: [(ky, kx, in), out].
@@ -219,6 +222,22 @@ fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     for (y, x) in y.iter_mut().zip(x) {
         *y = a.mul_add(*x, *y);
     }
+}
+
+/// The instruction set [`simd_fn!`] bodies run in: the best this processor has, unless a
+/// test has pinned one on this thread.
+fn arch() -> pulp::Arch {
+    #[cfg(test)]
+    if let Some(arch) = PINNED.get() {
+        return arch;
+    }
+    pulp::Arch::new()
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Lets a test run every instruction set's version of the loops on one machine.
+    static PINNED: Cell<Option<pulp::Arch>> = const { Cell::new(None) };
 }
 
 thread_local! {
