@@ -14,6 +14,10 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use crate::error::{Error, Result};
 
 pub const NUM_CLASSES: usize = 10;
+/// Keras's dropout rates after the pooling and after the first dense layer; the CPU kernels
+/// draw their own masks at these rates.
+pub const DROPOUT_POOLED: f64 = 0.35;
+pub const DROPOUT_HIDDEN: f64 = 0.5;
 /// Model files (4.8 MB) and checkpoints (about three times that) are read only below this.
 pub const MAX_FILE_BYTES: u64 = 256 << 20;
 /// What Keras's `model.summary()` reports for this network.
@@ -93,9 +97,9 @@ impl Model {
             conv1,
             conv2,
             pool: MaxPool2dConfig::new([2, 2]).init(),
-            dropout1: DropoutConfig::new(0.35).init(),
+            dropout1: DropoutConfig::new(DROPOUT_POOLED).init(),
             dense1,
-            dropout2: DropoutConfig::new(0.5).init(),
+            dropout2: DropoutConfig::new(DROPOUT_HIDDEN).init(),
             dense2,
         }
     }

@@ -19,11 +19,7 @@ use super::{
     C1, C2, FEATURES, GROUP, HIDDEN, K2, S1, SP, Stored, axpy, dense, matmul_stored, relayout,
 };
 use crate::data::idx::{COLS, PIXELS};
-use crate::model::{NUM_CLASSES, RawWeights};
-
-/// Keras's dropout rates after the pooling and after the first dense layer.
-const DROP1: f32 = 0.35;
-const DROP2: f32 = 0.5;
+use crate::model::{DROPOUT_HIDDEN, DROPOUT_POOLED, NUM_CLASSES, RawWeights};
 
 /// The two layers dropout acts on.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -37,8 +33,8 @@ pub enum Layer {
 impl Layer {
     fn rate(self) -> f32 {
         match self {
-            Layer::Pooled => DROP1,
-            Layer::Hidden => DROP2,
+            Layer::Pooled => DROPOUT_POOLED as f32,
+            Layer::Hidden => DROPOUT_HIDDEN as f32,
         }
     }
 
