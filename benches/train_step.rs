@@ -2,16 +2,17 @@
 //! epoch, evaluation images per second, and peak RSS.
 //!
 //! `cargo bench --bench train_step` (data from `MNIST_DATA_DIR`, else the committed subset;
-//! `BENCH_STEPS` steps measured after 3 warm-up steps, default 20). Medians, since this
+//! `BENCH_STEPS` steps measured after 3 warm-up steps, default 20; `BENCH_BACKEND` picks the
+//! engine as `--backend` does, default `cpu`). Medians, since this
 //! machine is noisy; compare only numbers taken in one sitting. `BENCH_FORMAT=json` prints one
 //! JSON line instead, which `bench/compare.py` reads to set mnist-cnn beside Keras and PyTorch.
 
 use std::time::Instant;
 
-use burn::tensor::Device;
+use mnist_cnn::data::batch::Batch;
 use mnist_cnn::data::{DataSource, Fetcher, Part};
+use mnist_cnn::engine::{self, Backend, Forward, TrainerState};
 use mnist_cnn::eval::evaluate;
-use mnist_cnn::train::TrainState;
 
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.total_cmp(b));
@@ -43,26 +44,31 @@ fn main() {
     let train = source.load(Part::Train, None).expect("training data");
     let test = source.load(Part::Test, None).expect("test data");
 
-    let device = Device::flex();
-    let mut state = TrainState::new(1, &device);
+    let backend = match std::env::var("BENCH_BACKEND").as_deref() {
+        Ok("flex") => Backend::Flex,
+        Ok("wgpu") => Backend::Wgpu,
+        _ => Backend::Cpu,
+    };
+    let mut trainer =
+        engine::trainer(backend, TrainerState::fresh(1)).expect("the backend is available");
     let batch = 128;
     let mut step_ms = Vec::new();
     for step in 0..steps + 3 {
         let start = (step * batch) % (train.len() - batch);
         let indices: Vec<usize> = (start..start + batch).collect();
+        let labels: Vec<u8> = indices.iter().map(|&i| train.labels[i]).collect();
         let t = Instant::now();
-        // The step `train` runs on the CPU: our kernels' gradients, then Adadelta.
-        let (next, _loss, _correct) = state.step(&train, &indices, step as u64, 1.0);
-        state = next;
+        // The step `train` runs: the batch scaled, then the engine's step and Adadelta.
+        let pixels = Batch::pixels(&train, &indices);
+        trainer.step(&pixels, &labels, step as u64, 1.0);
         if step >= 3 {
             step_ms.push(t.elapsed().as_secs_f64() * 1e3);
         }
     }
-    let valid = state.model(&device);
     let mut eval_rate = Vec::new();
     for _ in 0..3 {
         let t = Instant::now();
-        evaluate(&valid, &test, &device);
+        evaluate(trainer.as_ref() as &dyn Forward, &test);
         eval_rate.push(test.len() as f64 / t.elapsed().as_secs_f64());
     }
     let ms = median(step_ms);
@@ -74,7 +80,7 @@ fn main() {
         println!(
             "{}",
             serde_json::json!({
-                "system": format!("mnist-cnn {} (CPU kernels)", env!("CARGO_PKG_VERSION")),
+                "system": format!("mnist-cnn {} (--backend {})", env!("CARGO_PKG_VERSION"), backend.name()),
                 "ms_per_step": ms,
                 "seconds_per_epoch": epoch,
                 "eval_images_per_s": rate,
@@ -83,7 +89,7 @@ fn main() {
         );
         return;
     }
-    println!("| measure | value |");
+    println!("| measure (--backend {}) | value |", backend.name());
     println!("|---|---|");
     println!("| ms per training step (batch {batch}, median of {steps}) | {ms:.0} |");
     println!("| seconds per epoch, implied (469 steps + 10,000 validation images) | {epoch:.0} |");

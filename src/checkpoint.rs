@@ -1,20 +1,30 @@
 //! The per-epoch checkpoint: everything needed to continue training exactly where it stopped.
 //!
-//! Shuffling and dropout are seeded per (seed, epoch), so the model, the optimizer state, the
-//! finished epoch count and the hyper-parameters are the whole state: a run resumed from epoch
-//! k reaches the same bytes as one that never stopped. The history so far rides along, so the
-//! resumed run's CSV and curves cover every epoch.
+//! Shuffling and dropout are seeded per (seed, epoch, step), so the parameters, Adadelta's
+//! accumulators, the finished epoch count and the hyper-parameters are the whole state: a run
+//! resumed from epoch k reaches the same bytes as one that never stopped. The history so far
+//! rides along, so the resumed run's CSV and curves cover every epoch.
 //!
-//! Layout (little-endian): magic `MNISTCKP`, version u32, epochs done u32, seed u64, batch u32,
-//! lr f64, train and test sizes u64, then the model file, the optimizer state (a u32 kind, then
-//! its parts) and the history CSV, each part preceded by its length as u64.
+//! The file is a burnpack (the format burn writes models in): 24 named f32 tensors —
+//! `params.conv1.weight` …, `adadelta.accum_grad.conv1.weight` …,
+//! `adadelta.accum_update.conv1.weight` … (names from [`crate::network::TENSOR_NAMES`]) — the
+//! run's numbers as typed scalars, and the history CSV as metadata. Either engine reads it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use burn_pack::{self, Bytes, DType, Reader, Scalar, Writer};
 
-const MAGIC: &[u8; 8] = b"MNISTCKP";
-const VERSION: u32 = 3;
+use crate::engine::TrainerState;
+use crate::error::{Error, Result};
+use crate::network::Params;
+use crate::optim::{Accumulators, Adadelta};
+
+/// What the `format` metadata of a checkpoint says.
+const FORMAT: &str = "mnist-cnn checkpoint";
+const VERSION: u64 = 4;
+/// The magic of the hand-made layout used up to version 3.
+const OLD_MAGIC: &[u8; 8] = b"MNISTCKP";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Checkpoint {
@@ -24,24 +34,11 @@ pub struct Checkpoint {
     pub lr: f64,
     pub train_len: u64,
     pub test_len: u64,
-    /// A model file, as [`crate::model::Model::to_bytes`] writes it.
-    pub model: Vec<u8>,
-    pub optimizer: OptimizerState,
+    /// The parameters and Adadelta's accumulators after `epochs_done` epochs.
+    pub state: TrainerState,
     /// The finished epochs, as [`crate::history::to_csv`] writes them.
     pub history: String,
 }
-
-/// Adadelta's state, in the form of the engine that trained (see `crate::train::Engine`).
-#[derive(Debug, Clone, PartialEq)]
-pub enum OptimizerState {
-    /// The CPU engine's two accumulators, each shaped as the network and stored as a model file.
-    Accumulators { grad: Vec<u8>, update: Vec<u8> },
-    /// burn's optimizer record (training through burn's autodiff).
-    Burn(Vec<u8>),
-}
-
-const ACCUMULATORS: u32 = 1;
-const BURN: u32 = 2;
 
 /// Where the checkpoint of a run saving to `out` lives.
 pub fn path_for(out: &Path) -> PathBuf {
@@ -50,47 +47,64 @@ pub fn path_for(out: &Path) -> PathBuf {
     out.with_file_name(name)
 }
 
+/// The three named groups of tensors in a checkpoint.
+const PARAMS: &str = "params";
+
 impl Checkpoint {
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 + 3 * self.model.len());
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&self.epochs_done.to_le_bytes());
-        out.extend_from_slice(&self.seed.to_le_bytes());
-        out.extend_from_slice(&self.batch.to_le_bytes());
-        out.extend_from_slice(&self.lr.to_le_bytes());
-        out.extend_from_slice(&self.train_len.to_le_bytes());
-        out.extend_from_slice(&self.test_len.to_le_bytes());
-        let blob = |out: &mut Vec<u8>, blob: &[u8]| {
-            out.extend_from_slice(&(blob.len() as u64).to_le_bytes());
-            out.extend_from_slice(blob);
-        };
-        blob(&mut out, &self.model);
-        match &self.optimizer {
-            OptimizerState::Accumulators { grad, update } => {
-                out.extend_from_slice(&ACCUMULATORS.to_le_bytes());
-                blob(&mut out, grad);
-                blob(&mut out, update);
-            }
-            OptimizerState::Burn(record) => {
-                out.extend_from_slice(&BURN.to_le_bytes());
-                blob(&mut out, record);
-            }
-        }
-        blob(&mut out, self.history.as_bytes());
-        out
+    fn groups(&self) -> [(String, &Params); 3] {
+        let acc = &self.state.accumulators;
+        [
+            (PARAMS.to_string(), &self.state.params),
+            (format!("adadelta.{}", Adadelta::ACCUM_GRAD), &acc.grad),
+            (format!("adadelta.{}", Adadelta::ACCUM_UPDATE), &acc.update),
+        ]
     }
 
-    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut tensors = Vec::new();
+        for (group, params) in self.groups() {
+            for (name, shape, values) in params.named() {
+                tensors.push(f32_tensor(format!("{group}.{name}"), shape, None, values));
+            }
+        }
+        let scalars: [(&str, Scalar); 7] = [
+            ("version", VERSION.into()),
+            ("epochs_done", self.epochs_done.into()),
+            ("seed", self.seed.into()),
+            ("batch", self.batch.into()),
+            ("lr", self.lr.into()),
+            ("train_len", self.train_len.into()),
+            ("test_len", self.test_len.into()),
+        ];
+        let mut writer = Writer::new(tensors)
+            .with_metadata("format", FORMAT)
+            .with_metadata("history", &self.history);
+        for (key, value) in scalars {
+            writer = writer.with_scalar(key, value);
+        }
+        let bytes = writer
+            .into_bytes()
+            .map_err(|e| Error::Backend(format!("cannot write the checkpoint: {e}")))?;
+        Ok(bytes.to_vec())
+    }
+
+    pub fn from_bytes(bytes: Vec<u8>, path: &Path) -> Result<Checkpoint> {
         let fail = |reason: &str| Error::Model {
             path: path.to_path_buf(),
             reason: format!("not a usable checkpoint: {reason}"),
         };
-        let mut r = Cursor { bytes, at: 0 };
-        if r.take(8).ok_or_else(|| fail("too short"))? != MAGIC {
-            return Err(fail("wrong magic bytes"));
+        if bytes.starts_with(OLD_MAGIC) {
+            return Err(fail(
+                "written by an older mnist-cnn (format 3); start the run anew",
+            ));
         }
-        let version = r.u32().ok_or_else(|| fail("truncated header"))?;
+        let reader = Reader::from_bytes(Bytes::from_bytes_vec(bytes))
+            .map_err(|e| fail(&format!("not a burnpack file ({e})")))?;
+        if reader.metadata().get("format").map(String::as_str) != Some(FORMAT) {
+            return Err(fail("not an mnist-cnn checkpoint"));
+        }
+        let scalars = reader.scalars();
+        let version: u64 = scalar(scalars, "version").ok_or_else(|| fail("no version"))?;
         if version != VERSION {
             return Err(fail(&format!(
                 "version {version}, this program reads {VERSION}"
@@ -98,34 +112,35 @@ impl Checkpoint {
         }
         let header = (|| {
             Some((
-                r.u32()?,
-                r.u64()?,
-                r.u32()?,
-                f64::from_bits(r.u64()?),
-                r.u64()?,
-                r.u64()?,
+                scalar(scalars, "epochs_done")?,
+                scalar(scalars, "seed")?,
+                scalar(scalars, "batch")?,
+                f64::try_from(*scalars.get("lr")?).ok()?,
+                scalar(scalars, "train_len")?,
+                scalar(scalars, "test_len")?,
             ))
         })();
         let (epochs_done, seed, batch, lr, train_len, test_len) =
-            header.ok_or_else(|| fail("truncated header"))?;
-        let model = r.blob().ok_or_else(|| fail("model truncated"))?;
-        let optimizer = (|| {
-            Some(match r.u32()? {
-                ACCUMULATORS => Some(OptimizerState::Accumulators {
-                    grad: r.blob()?.to_vec(),
-                    update: r.blob()?.to_vec(),
-                }),
-                BURN => Some(OptimizerState::Burn(r.blob()?.to_vec())),
-                _ => None,
+            header.ok_or_else(|| fail("its numbers are missing or out of range"))?;
+        let group = |group: &str| {
+            Params::from_named(|name, shape| {
+                let bytes = reader.tensor_data(&format!("{group}.{name}")).ok()?;
+                f32s(&bytes, shape.iter().product())
             })
-        })()
-        .ok_or_else(|| fail("optimizer state truncated"))?
-        .ok_or_else(|| fail("unknown optimizer state"))?;
-        let history = r.blob().ok_or_else(|| fail("history truncated"))?;
-        let history = String::from_utf8(history.to_vec()).map_err(|_| fail("history not text"))?;
-        if r.at != bytes.len() {
-            return Err(fail("trailing bytes"));
-        }
+            .ok_or_else(|| fail(&format!("its {group} tensors are missing or misshapen")))
+        };
+        let state = TrainerState {
+            params: group(PARAMS)?,
+            accumulators: Accumulators {
+                grad: group(&format!("adadelta.{}", Adadelta::ACCUM_GRAD))?,
+                update: group(&format!("adadelta.{}", Adadelta::ACCUM_UPDATE))?,
+            },
+        };
+        let history = reader
+            .metadata()
+            .get("history")
+            .cloned()
+            .ok_or_else(|| fail("no history"))?;
         Ok(Checkpoint {
             epochs_done,
             seed,
@@ -133,8 +148,7 @@ impl Checkpoint {
             lr,
             train_len,
             test_len,
-            model: model.to_vec(),
-            optimizer,
+            state,
             history,
         })
     }
@@ -147,33 +161,39 @@ impl Checkpoint {
                     reason,
                 }
             })?;
-        Checkpoint::from_bytes(&bytes, path)
+        Checkpoint::from_bytes(bytes, path)
     }
 }
 
-/// Bounds-checked reads: a length field is trusted only as far as the bytes really go.
-struct Cursor<'a> {
-    bytes: &'a [u8],
-    at: usize,
+/// A burnpack tensor of little-endian f32 values.
+pub(crate) fn f32_tensor(
+    name: String,
+    shape: Vec<usize>,
+    param_id: Option<u64>,
+    values: &[f32],
+) -> burn_pack::Tensor {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    burn_pack::Tensor::new(
+        name,
+        DType::F32,
+        shape,
+        param_id,
+        Bytes::from_bytes_vec(bytes),
+    )
 }
 
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let end = self.at.checked_add(n)?;
-        let slice = self.bytes.get(self.at..end)?;
-        self.at = end;
-        Some(slice)
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn blob(&mut self) -> Option<&'a [u8]> {
-        let len = usize::try_from(self.u64()?).ok()?;
-        self.take(len)
-    }
+/// Little-endian f32 values, exactly `len` of them.
+pub(crate) fn f32s(bytes: &[u8], len: usize) -> Option<Vec<f32>> {
+    (bytes.len() == 4 * len).then(|| {
+        bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    })
+}
+
+fn scalar<T: TryFrom<Scalar>>(scalars: &BTreeMap<String, Scalar>, key: &str) -> Option<T> {
+    T::try_from(*scalars.get(key)?).ok()
 }
 
 #[cfg(test)]
@@ -181,6 +201,9 @@ mod tests {
     use super::*;
 
     fn sample() -> Checkpoint {
+        let mut state = TrainerState::fresh(3);
+        state.accumulators.grad.dense2.bias[3] = 0.25;
+        state.accumulators.update.conv1.weight[0] = -1.5;
         Checkpoint {
             epochs_done: 3,
             seed: 42,
@@ -188,47 +211,47 @@ mod tests {
             lr: 1.0,
             train_len: 60000,
             test_len: 10000,
-            model: vec![1, 2, 3],
-            optimizer: OptimizerState::Accumulators {
-                grad: vec![9; 10],
-                update: vec![7; 4],
-            },
+            state,
             history: "epoch,loss\n".into(),
         }
     }
 
     #[test]
-    fn round_trips() {
+    fn round_trips_with_named_tensors() {
         let c = sample();
-        assert_eq!(
-            Checkpoint::from_bytes(&c.to_bytes(), Path::new("x")).unwrap(),
-            c
-        );
+        let bytes = c.to_bytes().unwrap();
+        let reader = Reader::from_bytes(Bytes::from_bytes_vec(bytes.clone())).unwrap();
+        let names = reader.tensor_names();
+        assert_eq!(names.len(), 24);
+        assert!(names.contains(&"params.conv1.weight"));
+        assert!(names.contains(&"adadelta.accum_update.dense2.bias"));
+        assert_eq!(Checkpoint::from_bytes(bytes, Path::new("x")).unwrap(), c);
     }
 
     #[test]
-    fn both_kinds_of_optimizer_state_round_trip() {
-        let mut c = sample();
-        c.optimizer = OptimizerState::Burn(vec![5; 6]);
-        let back = Checkpoint::from_bytes(&c.to_bytes(), Path::new("x")).unwrap();
-        assert_eq!(back, c);
-        let mut bytes = c.to_bytes();
-        let kind_at = 8 + 4 + 4 + 8 + 4 + 8 + 8 + 8 + 8 + c.model.len();
-        bytes[kind_at] = 9;
-        let err = Checkpoint::from_bytes(&bytes, Path::new("x")).unwrap_err();
-        assert!(err.to_string().contains("unknown optimizer state"), "{err}");
-    }
-
-    #[test]
-    fn every_truncation_and_a_huge_length_are_errors() {
-        let bytes = sample().to_bytes();
-        for cut in 0..bytes.len() {
-            assert!(Checkpoint::from_bytes(&bytes[..cut], Path::new("x")).is_err());
+    fn truncations_garbage_and_old_files_are_errors() {
+        let bytes = sample().to_bytes().unwrap();
+        for cut in (0..bytes.len()).step_by(bytes.len() / 97) {
+            let err = Checkpoint::from_bytes(bytes[..cut].to_vec(), Path::new("x")).unwrap_err();
+            assert!(matches!(err, Error::Model { .. }), "{err}");
         }
-        let mut huge = bytes.clone();
-        let model_len_at = 8 + 4 + 4 + 8 + 4 + 8 + 8 + 8;
-        huge[model_len_at..model_len_at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert!(Checkpoint::from_bytes(&huge, Path::new("x")).is_err());
+        let err = Checkpoint::from_bytes(b"hello".to_vec(), Path::new("x")).unwrap_err();
+        assert!(err.to_string().contains("not a usable checkpoint"), "{err}");
+        let mut old = OLD_MAGIC.to_vec();
+        old.extend([3, 0, 0, 0]);
+        let err = Checkpoint::from_bytes(old, Path::new("x")).unwrap_err();
+        assert!(err.to_string().contains("older mnist-cnn"), "{err}");
+    }
+
+    #[test]
+    fn a_model_file_is_not_a_checkpoint() {
+        let model = crate::model::Model::new(&burn::tensor::Device::flex(), 1);
+        let err = Checkpoint::from_bytes(model.to_bytes().unwrap(), Path::new("m.bin"));
+        assert!(
+            err.unwrap_err()
+                .to_string()
+                .contains("not an mnist-cnn checkpoint")
+        );
     }
 
     #[test]

@@ -1,11 +1,17 @@
 //! Command-line interface. The doc comments here are the `--help` text.
 
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::data::{DEFAULT_MIRRORS, DataSource, Fetcher};
+use crate::engine::Backend;
 use crate::error::{Error, Result};
+use crate::eval::EvalOptions;
+use crate::predict::PredictOptions;
+use crate::progress::Verbosity;
+use crate::train::{FitConfig, TrainOptions};
 
 const AFTER_HELP: &str = "\
 Exit status: 0 success, 1 runtime failure (bad data or model file, network, I/O),
@@ -159,17 +165,29 @@ pub struct EvalArgs {
 
 #[derive(Debug, Args)]
 pub struct ComputeArgs {
-    /// Where to compute: `cpu` (training and evaluation through our own kernels, multi-threaded
-    /// with AVX-512 or AVX2 where the processor has them) or `wgpu` (GPU through burn; needs a
-    /// build with `--features wgpu`).
-    #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
-    pub backend: BackendChoice,
+    /// Which engine computes: `cpu`, our own kernels (multi-threaded, with AVX-512 or AVX2
+    /// where the processor has them; the fastest on a CPU); `flex`, burn's own CPU backend
+    /// through burn's autodiff (the code path a GPU run takes, on the CPU); `wgpu`, a GPU
+    /// through burn (needs a build with `--features wgpu`). Checkpoints resume on any of them.
+    #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
+    pub backend: BackendArg,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BackendChoice {
+pub enum BackendArg {
     Cpu,
+    Flex,
     Wgpu,
+}
+
+impl From<BackendArg> for Backend {
+    fn from(arg: BackendArg) -> Backend {
+        match arg {
+            BackendArg::Cpu => Backend::Cpu,
+            BackendArg::Flex => Backend::Flex,
+            BackendArg::Wgpu => Backend::Wgpu,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -220,7 +238,8 @@ impl DataArgs {
 /// Parses the command line, runs it, prints any error as one line, and returns the exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    match crate::run(cli) {
+    let stdout = std::io::stdout();
+    match run(cli, &mut stdout.lock()) {
         Ok(()) => 0,
         Err(err) => {
             if matches!(err, Error::Interrupted(_)) {
@@ -233,18 +252,77 @@ pub fn main() -> i32 {
     }
 }
 
+/// Runs one parsed command line, writing its output to `out`.
+pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
+    match cli.command {
+        Command::Train(args) => crate::train::run(&args.options()?, out),
+        Command::Eval(args) => crate::eval::run(&args.options(), out),
+        Command::Predict(args) => crate::predict::run(&args.options(), out),
+        Command::Summary => {
+            let model = crate::model::Model::new(&burn::tensor::Device::flex(), 0);
+            writeln!(out, "{}", model.summary())
+                .map_err(|e| Error::io("cannot write to", "stdout", e))
+        }
+    }
+}
+
 /// `Some(n)` as a count, for the `--limit-*` options.
-pub fn limit(value: Option<u64>) -> Option<usize> {
+fn limit(value: Option<u64>) -> Option<usize> {
     value.map(|n| usize::try_from(n).unwrap_or(usize::MAX))
 }
 
-/// Checks what clap cannot express.
-pub fn check_train(args: &TrainArgs) -> Result<()> {
-    if !(args.lr.is_finite() && args.lr > 0.0) {
-        return Err(Error::Usage(format!(
-            "--lr must be a positive number, not {}",
-            args.lr
-        )));
+impl TrainArgs {
+    /// The validated options; checks what clap cannot express.
+    pub fn options(&self) -> Result<TrainOptions> {
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(Error::Usage(format!(
+                "--lr must be a positive number, not {}",
+                self.lr
+            )));
+        }
+        Ok(TrainOptions {
+            fit: FitConfig {
+                epochs: self.epochs as usize,
+                batch: self.batch as usize,
+                lr: self.lr,
+                seed: self.seed,
+                verbosity: Verbosity::from_level(self.verbose),
+                interactive: std::io::stdout().is_terminal(),
+            },
+            limit_train: limit(self.limit_train),
+            limit_test: limit(self.limit_test),
+            out: self.out.clone(),
+            resume: self.resume.clone(),
+            plot: self.plot.clone(),
+            summary: self.summary,
+            backend: self.compute.backend.into(),
+            data: self.data.source(),
+        })
     }
-    Ok(())
+}
+
+impl EvalArgs {
+    pub fn options(&self) -> EvalOptions {
+        EvalOptions {
+            model: self.model.clone(),
+            limit_test: limit(self.limit_test),
+            report: self.report,
+            errors: self.errors.clone(),
+            backend: self.compute.backend.into(),
+            data: self.data.source(),
+        }
+    }
+}
+
+impl PredictArgs {
+    pub fn options(&self) -> PredictOptions {
+        PredictOptions {
+            model: self.model.clone(),
+            images: self.images.clone(),
+            index: self.index,
+            json: self.json,
+            show: self.show.clone(),
+            backend: self.compute.backend.into(),
+        }
+    }
 }

@@ -48,7 +48,7 @@ pub enum Error {
     Diverged {
         epoch: usize,
         step: usize,
-        value: f32,
+        value: f64,
     },
 
     /// Some inputs failed and each was already reported; this sums up.

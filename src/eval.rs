@@ -1,14 +1,14 @@
 //! Loss and accuracy of a model on a labelled set; the `eval` command.
 
-use burn::tensor::Device;
+use std::io::Write;
+use std::path::PathBuf;
 
-use crate::cli::{self, EvalArgs};
 use crate::data::batch::Batch;
-use crate::data::idx::COLS;
-use crate::data::{Part, Split};
+use crate::data::{DataSource, Part, Split};
+use crate::engine::{self, Backend, Forward};
 use crate::error::{Error, Result};
-use crate::kernels::inference::CpuNet;
-use crate::model::{Model, NUM_CLASSES};
+use crate::metrics;
+use crate::network::{NUM_CLASSES, SIDE};
 use crate::picture::{Canvas, text_width};
 
 /// Images per forward pass when evaluating. Fixed, so that `train`'s last validation and
@@ -29,31 +29,21 @@ impl Evaluation {
     }
 }
 
-/// Evaluates `model` (without dropout: pass a plain-device or `valid()` model) on `split`.
-pub fn evaluate(model: &Model, split: &Split, device: &Device) -> Evaluation {
-    score(model, split, device).0
+/// Loss and accuracy of `net` (the forward pass without dropout) on `split`.
+pub fn evaluate(net: &dyn Forward, split: &Split) -> Evaluation {
+    score(net, split).0
 }
 
 /// [`evaluate`], plus the predicted digit of every sample.
-pub fn score(model: &Model, split: &Split, device: &Device) -> (Evaluation, Vec<u8>) {
-    // On the CPU our own kernels run this pass several times faster than burn's generic ops;
-    // elsewhere (a GPU) burn's forward pass is the fast one.
-    let cpu = crate::backend::runs_our_kernels(device).then(|| CpuNet::from_model(model));
+pub fn score(net: &dyn Forward, split: &Split) -> (Evaluation, Vec<u8>) {
     let mut loss_sum = 0f64;
     let mut predictions = Vec::with_capacity(split.len());
     let indices: Vec<usize> = (0..split.len()).collect();
     for chunk in indices.chunks(EVAL_BATCH) {
-        let logits = match &cpu {
-            Some(net) => net.logits(&Batch::pixels(split, chunk)),
-            None => {
-                let batch = Batch::gather(split, chunk, device);
-                let logits = model.forward(batch.images).into_data().convert::<f32>();
-                logits.try_to_vec::<f32>().expect("f32 logits")
-            }
-        };
+        let logits = net.logits(&Batch::pixels(split, chunk));
         for (row, &i) in logits.chunks(NUM_CLASSES).zip(chunk) {
-            loss_sum += row_cross_entropy(row, split.labels[i]);
-            predictions.push(argmax(row));
+            loss_sum += metrics::cross_entropy(row, split.labels[i]);
+            predictions.push(metrics::argmax(row) as u8);
         }
     }
     let correct = predictions
@@ -67,28 +57,6 @@ pub fn score(model: &Model, split: &Split, device: &Device) -> (Evaluation, Vec<
         accuracy: correct as f64 / count as f64,
     };
     (evaluation, predictions)
-}
-
-/// `-log softmax(row)[label]`, computed in f64 around the row's maximum.
-fn row_cross_entropy(row: &[f32], label: u8) -> f64 {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
-    let log_sum: f64 = row
-        .iter()
-        .map(|&v| (v as f64 - max).exp())
-        .sum::<f64>()
-        .ln();
-    max + log_sum - row[label as usize] as f64
-}
-
-/// The first index of the largest value.
-fn argmax(row: &[f32]) -> u8 {
-    let mut best = 0;
-    for (i, &v) in row.iter().enumerate() {
-        if v > row[best] {
-            best = i;
-        }
-    }
-    best as u8
 }
 
 /// `counts[true][predicted]`.
@@ -162,12 +130,12 @@ pub fn error_sheet(split: &Split, predictions: &[u8]) -> Canvas {
         title.push_str(&format!(", first {}", shown.len()));
     }
     sheet.text(12, 12, &title, 2, LIGHT);
-    let digit = COLS as u32 * DIGIT_SCALE;
+    let digit = SIDE as u32 * DIGIT_SCALE;
     for (n, &i) in shown.iter().enumerate() {
         let x = (n % SHEET_COLUMNS) as u32 * CELL_WIDTH;
         let y = SHEET_HEADER + (n / SHEET_COLUMNS) as u32 * CELL_HEIGHT;
         let left = (x + (CELL_WIDTH - digit) / 2) as i64;
-        sheet.grey(left, i64::from(y + 4), split.image(i), COLS, DIGIT_SCALE);
+        sheet.grey(left, i64::from(y + 4), split.image(i), SIDE, DIGIT_SCALE);
         let label = format!("{}→{}", split.labels[i], predictions[i]);
         let label_x = x + (CELL_WIDTH - text_width(&label, 2)) / 2;
         sheet.text(label_x as i64, i64::from(y + digit + 8), &label, 2, LIGHT);
@@ -178,30 +146,45 @@ pub fn error_sheet(split: &Split, predictions: &[u8]) -> Canvas {
 const GREY: image::Rgb<u8> = image::Rgb([48, 48, 48]);
 const LIGHT: image::Rgb<u8> = image::Rgb([235, 235, 235]);
 
-/// `mnist-cnn eval MODEL`.
-pub fn run(args: &EvalArgs) -> Result<()> {
-    if let Some(path) = &args.errors {
+/// What `eval` is asked to do.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// The model file.
+    pub model: PathBuf,
+    /// Only the first N test images.
+    pub limit_test: Option<usize>,
+    /// Add the confusion matrix and per-class figures.
+    pub report: bool,
+    /// Draw the misclassified digits into this PNG.
+    pub errors: Option<PathBuf>,
+    pub backend: Backend,
+    pub data: DataSource,
+}
+
+/// `mnist-cnn eval MODEL`: the report goes to `out`.
+pub fn run(opts: &EvalOptions, out: &mut dyn Write) -> Result<()> {
+    if let Some(path) = &opts.errors {
         crate::fsutil::check_writable_target(path)?;
     }
-    let device = crate::backend::device(args.compute.backend)?;
-    // Read the model before the data: a bad path should not cost a download.
-    let model = Model::load(&args.model, &device)?;
-    let test = args
-        .data
-        .source()
-        .load(Part::Test, cli::limit(args.limit_test))?;
+    // The backend, then the model, before the data: neither should cost a download.
+    opts.backend.device()?;
+    let params = crate::model::read_params(&opts.model)?;
+    let net = engine::forward(opts.backend, params)?;
+    let test = opts.data.load(Part::Test, opts.limit_test)?;
     if test.is_empty() {
         return Err(Error::Usage("the test set is empty".into()));
     }
-    println!("{} test samples", test.len());
-    let (result, predictions) = score(&model, &test, &device);
-    println!("{}", result.report());
-    if args.report {
-        print!("\n{}", report(&confusion(&test.labels, &predictions)));
+    let write_err = |e| Error::io("cannot write to", "stdout", e);
+    writeln!(out, "{} test samples", test.len()).map_err(write_err)?;
+    let (result, predictions) = score(net.as_ref(), &test);
+    writeln!(out, "{}", result.report()).map_err(write_err)?;
+    if opts.report {
+        let table = report(&confusion(&test.labels, &predictions));
+        write!(out, "\n{table}").map_err(write_err)?;
     }
-    if let Some(path) = &args.errors {
+    if let Some(path) = &opts.errors {
         error_sheet(&test, &predictions).save_png(path)?;
-        println!("Misclassified digits drawn in {}", path.display());
+        writeln!(out, "Misclassified digits drawn in {}", path.display()).map_err(write_err)?;
     }
     Ok(())
 }
@@ -209,17 +192,6 @@ pub fn run(args: &EvalArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cross_entropy_and_argmax_by_hand() {
-        // softmax([0, ln 3]) = [1/4, 3/4].
-        let row = [0.0, 3f32.ln()];
-        assert!((row_cross_entropy(&row, 0) - 4f64.ln()).abs() < 1e-7);
-        assert!((row_cross_entropy(&row, 1) - (4.0f64 / 3.0).ln()).abs() < 1e-7);
-        // Large logits do not overflow.
-        assert!((row_cross_entropy(&[1000.0, 1000.0], 1) - 2f64.ln()).abs() < 1e-9);
-        assert_eq!(argmax(&[0.1, 0.7, 0.7, -1.0]), 1);
-    }
 
     #[test]
     fn confusion_and_report_by_hand() {

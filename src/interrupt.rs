@@ -18,7 +18,7 @@ pub fn install() {
     });
     if let Err(e) = result {
         // Training still works; it just cannot stop gracefully.
-        eprintln!("note: cannot catch Ctrl-C ({e})");
+        crate::notes::note(format_args!("cannot catch Ctrl-C ({e})"));
     }
 }
 

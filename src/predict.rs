@@ -5,18 +5,18 @@
 //! photo of a digit on paper must go through the same steps, or the model sees something it
 //! was never trained on.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::Device;
-use burn::tensor::activation::softmax;
 use image::imageops::FilterType;
 use image::{GrayImage, ImageReader, Luma};
 
-use crate::cli::PredictArgs;
-use crate::data::batch::images_tensor;
-use crate::data::idx::{COLS, Kind, PIXELS, ROWS};
+use crate::data::idx::Kind;
+use crate::engine::{self, Backend, Forward};
 use crate::error::{Error, Result};
-use crate::model::Model;
+use crate::eval::EVAL_BATCH;
+use crate::metrics;
+use crate::network::{NUM_CLASSES, PIXELS, SIDE};
 
 /// The longer side of the ink's box, as in MNIST.
 const BOX: u32 = 20;
@@ -29,19 +29,29 @@ pub fn prepare(grey: &GrayImage) -> std::result::Result<Vec<u8>, String> {
     if grey.width() == 0 || grey.height() == 0 {
         return Err("the image is empty".into());
     }
-    // The result is 20 px across: a photo's millions of pixels add only time.
-    let grey = if grey.width().max(grey.height()) > WORKING_SIZE {
-        let scale = WORKING_SIZE as f32 / grey.width().max(grey.height()) as f32;
-        let (w, h) = (grey.width() as f32 * scale, grey.height() as f32 * scale);
-        image::imageops::resize(
-            grey,
-            (w as u32).max(1),
-            (h as u32).max(1),
-            FilterType::Triangle,
-        )
-    } else {
-        grey.clone()
-    };
+    let grey = shrink(grey);
+    let (w, h) = grey.dimensions();
+    let ink = ink_levels(&grey)?;
+    let cropped = crop_to_ink(&ink, w, h);
+    let boxed = fit_box(&cropped);
+    centre_by_mass(&boxed)
+}
+
+/// The result is 20 px across: a photo's millions of pixels add only time.
+fn shrink(grey: &GrayImage) -> GrayImage {
+    let longest = grey.width().max(grey.height());
+    if longest <= WORKING_SIZE {
+        return grey.clone();
+    }
+    let scale = WORKING_SIZE as f32 / longest as f32;
+    let (w, h) = (grey.width() as f32 * scale, grey.height() as f32 * scale);
+    let (w, h) = ((w as u32).max(1), (h as u32).max(1));
+    image::imageops::resize(grey, w, h, FilterType::Triangle)
+}
+
+/// Ink per pixel in [0, 1] (1 = full ink), light or dark page alike, with the paper's own
+/// uneven brightness taken out and faint speckle dropped; an error when there is no ink.
+fn ink_levels(grey: &GrayImage) -> std::result::Result<Vec<f32>, String> {
     let (w, h) = grey.dimensions();
     let values: Vec<f32> = grey.pixels().map(|p| f32::from(p.0[0]) / 255.0).collect();
 
@@ -88,8 +98,11 @@ pub fn prepare(grey: &GrayImage) -> std::result::Result<Vec<u8>, String> {
             (*v / peak).min(1.0)
         };
     }
+    Ok(ink)
+}
 
-    // Crop to the ink's bounding box.
+/// The ink's bounding box, as a grey image.
+fn crop_to_ink(ink: &[f32], w: u32, h: u32) -> GrayImage {
     let (mut x0, mut y0, mut x1, mut y1) = (w, h, 0, 0);
     for y in 0..h {
         for x in 0..w {
@@ -99,18 +112,21 @@ pub fn prepare(grey: &GrayImage) -> std::result::Result<Vec<u8>, String> {
         }
     }
     let (bw, bh) = (x1 - x0 + 1, y1 - y0 + 1);
-    let cropped = GrayImage::from_fn(bw, bh, |x, y| {
+    GrayImage::from_fn(bw, bh, |x, y| {
         Luma([(ink[((y + y0) * w + x + x0) as usize] * 255.0).round() as u8])
-    });
+    })
+}
 
-    // Longer side to 20 px, keeping the aspect ratio; the filter widens when shrinking, so
-    // this is anti-aliased.
+/// The longer side to 20 px, keeping the aspect ratio; the filter widens when shrinking, so
+/// this is anti-aliased.
+fn fit_box(cropped: &GrayImage) -> GrayImage {
+    let (bw, bh) = cropped.dimensions();
     let scale = BOX as f32 / bw.max(bh) as f32;
     let (nw, nh) = (
         ((bw as f32 * scale).round() as u32).clamp(1, BOX),
         ((bh as f32 * scale).round() as u32).clamp(1, BOX),
     );
-    let mut small = image::imageops::resize(&cropped, nw, nh, FilterType::Triangle);
+    let mut small = image::imageops::resize(cropped, nw, nh, FilterType::Triangle);
     // Thin strokes come out faint from a large shrink; MNIST's strokes reach full white.
     let top = small.pixels().map(|p| p.0[0]).max().unwrap_or(0);
     if top > 0 && top < 255 {
@@ -118,8 +134,11 @@ pub fn prepare(grey: &GrayImage) -> std::result::Result<Vec<u8>, String> {
             p.0[0] = (u32::from(p.0[0]) * 255 / u32::from(top)) as u8;
         }
     }
+    small
+}
 
-    // Centre of mass to the middle of the 28x28 field.
+/// The boxed digit placed in 28x28 with its centre of mass in the middle.
+fn centre_by_mass(small: &GrayImage) -> std::result::Result<Vec<u8>, String> {
     let (mut mass, mut cx, mut cy) = (0f32, 0f32, 0f32);
     for (x, y, p) in small.enumerate_pixels() {
         let m = f32::from(p.0[0]);
@@ -131,14 +150,14 @@ pub fn prepare(grey: &GrayImage) -> std::result::Result<Vec<u8>, String> {
         return Err("no digit found: the ink vanished when scaled".into());
     }
     // MNIST's own centres of mass sit at about (14, 14), not the geometric 13.5.
-    let centre = (ROWS / 2) as f32;
+    let centre = (SIDE / 2) as f32;
     let dx = (centre - cx / mass).round() as i64;
     let dy = (centre - cy / mass).round() as i64;
     let mut out = vec![0u8; PIXELS];
     for (x, y, p) in small.enumerate_pixels() {
         let (tx, ty) = (x as i64 + dx, y as i64 + dy);
-        if (0..COLS as i64).contains(&tx) && (0..ROWS as i64).contains(&ty) {
-            out[ty as usize * COLS + tx as usize] = p.0[0];
+        if (0..SIDE as i64).contains(&tx) && (0..SIDE as i64).contains(&ty) {
+            out[ty as usize * SIDE + tx as usize] = p.0[0];
         }
     }
     Ok(out)
@@ -223,30 +242,43 @@ pub struct Guess {
     pub runner_up_probability: f32,
 }
 
-/// Classifies 28x28 images (784 bytes each, MNIST layout).
-pub fn classify(model: &Model, images: &[Vec<u8>], device: &Device) -> Vec<Guess> {
-    if images.is_empty() {
-        return Vec::new();
+/// Classifies 28x28 images (784 bytes each, MNIST layout) through `net`, in batches of
+/// [`EVAL_BATCH`] as evaluation runs them.
+pub fn classify(net: &dyn Forward, images: &[Vec<u8>]) -> Vec<Guess> {
+    let mut guesses = Vec::with_capacity(images.len());
+    let mut probs = [0f64; NUM_CLASSES];
+    for batch in images.chunks(EVAL_BATCH) {
+        let pixels: Vec<f32> = batch
+            .iter()
+            .flat_map(|img| img.iter().map(|&p| f32::from(p) / 255.0))
+            .collect();
+        for row in net.logits(&pixels).chunks(NUM_CLASSES) {
+            metrics::softmax(row, &mut probs);
+            let best = metrics::top_k(&probs, 2);
+            guesses.push(Guess {
+                digit: best[0],
+                probability: probs[best[0]] as f32,
+                runner_up: best[1],
+                runner_up_probability: probs[best[1]] as f32,
+            });
+        }
     }
-    let pixels: Vec<f32> = images
-        .iter()
-        .flat_map(|img| img.iter().map(|&p| f32::from(p) / 255.0))
-        .collect();
-    let probs = softmax(model.forward(images_tensor(pixels, device)), 1);
-    let probs: Vec<f32> = probs.into_data().try_to_vec().expect("f32 probabilities");
-    probs
-        .chunks(10)
-        .map(|row| {
-            let mut order: Vec<usize> = (0..10).collect();
-            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
-            Guess {
-                digit: order[0],
-                probability: row[order[0]],
-                runner_up: order[1],
-                runner_up_probability: row[order[1]],
-            }
-        })
-        .collect()
+    guesses
+}
+
+/// What `predict` is asked to do.
+#[derive(Debug, Clone)]
+pub struct PredictOptions {
+    pub model: PathBuf,
+    /// Pictures of one digit each, or IDX image files (with `index`).
+    pub images: Vec<PathBuf>,
+    /// Which image of an IDX file.
+    pub index: Option<usize>,
+    /// One JSON array instead of a line per image.
+    pub json: bool,
+    /// Write the 28x28 each image became into this directory.
+    pub show: Option<PathBuf>,
+    pub backend: Backend,
 }
 
 /// Where `--show` writes what the model saw for input number `i`.
@@ -255,66 +287,55 @@ fn shown_path(dir: &Path, input: &Path, i: usize) -> PathBuf {
     dir.join(format!("{i:03}-{stem}.png"))
 }
 
-/// `mnist-cnn predict MODEL IMAGE...`.
-pub fn run(args: &PredictArgs) -> Result<()> {
-    let device = crate::backend::device(args.compute.backend)?;
-    let model = Model::load(&args.model, &device)?;
-    if let Some(dir) = &args.show {
+/// Each input prepared, or the reason it could not be.
+type Prepared<'a> = (&'a Path, std::result::Result<Vec<u8>, String>);
+
+/// Reads and prepares every input, writing what each became into `show` if asked.
+fn prepare_all(opts: &PredictOptions) -> Result<Vec<Prepared<'_>>> {
+    if let Some(dir) = &opts.show {
         std::fs::create_dir_all(dir).map_err(|e| Error::io("cannot create", dir, e))?;
     }
-    let mut prepared = Vec::new();
-    let mut failures = Vec::new();
-    for (i, path) in args.images.iter().enumerate() {
-        match load_input(path, args.index) {
-            Ok(pixels) => {
-                if let Some(dir) = &args.show {
-                    let picture = GrayImage::from_raw(COLS as u32, ROWS as u32, pixels.clone())
-                        .expect("28x28");
-                    let out = shown_path(dir, path, i);
-                    crate::picture::save_png(&out, &picture, image::ExtendedColorType::L8)?;
-                }
-                prepared.push((path, pixels));
-            }
-            Err(reason) => failures.push((path, reason)),
+    let mut inputs = Vec::with_capacity(opts.images.len());
+    for (i, path) in opts.images.iter().enumerate() {
+        let pixels = load_input(path, opts.index);
+        if let (Some(dir), Ok(pixels)) = (&opts.show, &pixels) {
+            let side = SIDE as u32;
+            let picture = GrayImage::from_raw(side, side, pixels.clone()).expect("28x28");
+            let out = shown_path(dir, path, i);
+            crate::picture::save_png(&out, &picture, image::ExtendedColorType::L8)?;
         }
+        inputs.push((path.as_path(), pixels));
     }
-    let images: Vec<Vec<u8>> = prepared.iter().map(|(_, p)| p.clone()).collect();
-    let guesses = classify(&model, &images, &device);
+    Ok(inputs)
+}
 
-    if args.json {
-        let mut rows: Vec<serde_json::Value> = prepared
-            .iter()
-            .zip(&guesses)
-            .map(|((path, _), g)| {
-                serde_json::json!({
-                    "file": path.display().to_string(),
-                    "digit": g.digit,
-                    "probability": g.probability,
-                    "runner_up": g.runner_up,
-                    "runner_up_probability": g.runner_up_probability,
-                })
-            })
-            .collect();
-        rows.extend(failures.iter().map(|(path, reason)| {
-            serde_json::json!({ "file": path.display().to_string(), "error": reason })
-        }));
-        println!("{}", serde_json::Value::Array(rows));
+/// `mnist-cnn predict MODEL IMAGE...`: the answers go to `out`, unreadable inputs to stderr.
+pub fn run(opts: &PredictOptions, out: &mut dyn Write) -> Result<()> {
+    opts.backend.device()?;
+    let net = engine::forward(opts.backend, crate::model::read_params(&opts.model)?)?;
+    let inputs = prepare_all(opts)?;
+    let (read, failed): (Vec<_>, Vec<_>) = inputs.into_iter().partition(|(_, p)| p.is_ok());
+    let images: Vec<Vec<u8>> = read
+        .iter()
+        .map(|(_, p)| p.clone().unwrap_or_default())
+        .collect();
+    let guesses = classify(net.as_ref(), &images);
+    let failures: Vec<(&Path, String)> = failed
+        .into_iter()
+        .map(|(path, p)| (path, p.err().unwrap_or_default()))
+        .collect();
+    let paths: Vec<&Path> = read.iter().map(|(path, _)| *path).collect();
+    let text = if opts.json {
+        json_report(&paths, &guesses, &failures)
     } else {
-        for ((path, _), g) in prepared.iter().zip(&guesses) {
-            println!(
-                "{}: {} ({:.1}%), runner-up {} ({:.1}%)",
-                path.display(),
-                g.digit,
-                100.0 * g.probability,
-                g.runner_up,
-                100.0 * g.runner_up_probability
-            );
-        }
-    }
+        text_report(&paths, &guesses)
+    };
+    out.write_all(text.as_bytes())
+        .map_err(|e| Error::io("cannot write to", "stdout", e))?;
     match failures.as_slice() {
         [] => Ok(()),
         // A single input's failure is the whole story: one line.
-        [(path, reason)] if args.images.len() == 1 => {
+        [(path, reason)] if opts.images.len() == 1 => {
             Err(Error::Reported(format!("{}: {reason}", path.display())))
         }
         _ => {
@@ -324,10 +345,47 @@ pub fn run(args: &PredictArgs) -> Result<()> {
             Err(Error::Reported(format!(
                 "{} of {} inputs could not be read",
                 failures.len(),
-                args.images.len()
+                opts.images.len()
             )))
         }
     }
+}
+
+/// A line per classified input.
+fn text_report(paths: &[&Path], guesses: &[Guess]) -> String {
+    let mut text = String::new();
+    for (path, g) in paths.iter().zip(guesses) {
+        text.push_str(&format!(
+            "{}: {} ({:.1}%), runner-up {} ({:.1}%)\n",
+            path.display(),
+            g.digit,
+            100.0 * g.probability,
+            g.runner_up,
+            100.0 * g.runner_up_probability
+        ));
+    }
+    text
+}
+
+/// One JSON array: the classified inputs, then the failed ones with their reasons.
+fn json_report(paths: &[&Path], guesses: &[Guess], failures: &[(&Path, String)]) -> String {
+    let mut rows: Vec<serde_json::Value> = paths
+        .iter()
+        .zip(guesses)
+        .map(|(path, g)| {
+            serde_json::json!({
+                "file": path.display().to_string(),
+                "digit": g.digit,
+                "probability": g.probability,
+                "runner_up": g.runner_up,
+                "runner_up_probability": g.runner_up_probability,
+            })
+        })
+        .collect();
+    rows.extend(failures.iter().map(
+        |(path, reason)| serde_json::json!({ "file": path.display().to_string(), "error": reason }),
+    ));
+    format!("{}\n", serde_json::Value::Array(rows))
 }
 
 #[cfg(test)]

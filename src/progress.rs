@@ -7,12 +7,13 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-/// Running, sample-weighted means of named metrics over one epoch, rendered like Keras.
+/// One epoch's progress as Keras renders it: samples done of the target, and the values to
+/// show (means kept elsewhere, see [`crate::metrics::RunningMeans`]).
 #[derive(Debug, Clone)]
 pub struct Progbar {
     target: usize,
     seen: usize,
-    sums: Vec<(String, f64, usize)>,
+    values: Vec<(&'static str, f64)>,
 }
 
 /// Width of the bar between the brackets.
@@ -23,38 +24,14 @@ impl Progbar {
         Progbar {
             target,
             seen: 0,
-            sums: Vec::new(),
+            values: Vec::new(),
         }
     }
 
-    pub fn seen(&self) -> usize {
-        self.seen
-    }
-
-    /// Records that `current` samples are now done; each value is weighted by the samples
-    /// added since the last call. A name seen for the first time is appended to the line.
-    pub fn update(&mut self, current: usize, values: &[(&str, f64)]) {
-        let weight = current.saturating_sub(self.seen);
-        for &(name, value) in values {
-            match self.sums.iter_mut().find(|(n, _, _)| n == name) {
-                Some(entry) => {
-                    entry.1 += value * weight as f64;
-                    entry.2 += weight;
-                }
-                None => self
-                    .sums
-                    .push((name.to_string(), value * weight as f64, weight)),
-            }
-        }
+    /// `current` samples are now done, and these are the values to show, in order.
+    pub fn update(&mut self, current: usize, values: &[(&'static str, f64)]) {
         self.seen = current;
-    }
-
-    /// The mean of a metric so far.
-    pub fn mean(&self, name: &str) -> Option<f64> {
-        self.sums
-            .iter()
-            .find(|(n, _, _)| n == name)
-            .map(|(_, sum, count)| sum / (*count).max(1) as f64)
+        self.values = values.to_vec();
     }
 
     /// `  128/60000 [>.....] - ETA: 446s - loss: 0.3450` while running, and
@@ -97,11 +74,8 @@ impl Progbar {
 
     fn values(&self) -> String {
         let mut out = String::new();
-        for (name, sum, count) in &self.sums {
-            out.push_str(&format!(
-                " - {name}: {}",
-                format_value(sum / (*count).max(1) as f64)
-            ));
+        for (name, value) in &self.values {
+            out.push_str(&format!(" - {name}: {}", format_value(*value)));
         }
         out
     }
@@ -222,7 +196,6 @@ mod tests {
     #[test]
     fn final_line_is_keras_2() {
         let mut bar = Progbar::new(60000);
-        bar.update(59904, &[("loss", 0.3450), ("acc", 0.8933)]);
         bar.update(
             60000,
             &[
@@ -257,16 +230,6 @@ mod tests {
             line.starts_with("30080/60000 [==============>...............] - ETA: 198s - loss: "),
             "{line}"
         );
-    }
-
-    #[test]
-    fn means_are_weighted_by_samples() {
-        let mut bar = Progbar::new(300);
-        bar.update(128, &[("loss", 1.0)]);
-        bar.update(256, &[("loss", 2.0)]);
-        bar.update(300, &[("loss", 4.0)]); // a short last batch of 44
-        let expected = (128.0 * 1.0 + 128.0 * 2.0 + 44.0 * 4.0) / 300.0;
-        assert!((bar.mean("loss").unwrap() - expected).abs() < 1e-12);
     }
 
     #[test]

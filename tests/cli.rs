@@ -164,11 +164,69 @@ fn trains_one_epoch_on_the_subset_then_eval_agrees() {
     assert_eq!((sheet.width(), sheet.height()), (16 * 64, 40 + rows * 86));
 }
 
+/// burn's engine (`--backend flex`, the path a GPU run takes) from the command line: the Keras
+/// log, and a model that our kernels evaluate to the accuracy it printed.
+#[test]
+fn flex_backend_trains_and_its_model_evaluates_the_same_on_our_kernels() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.bin");
+    let out = cmd()
+        .args([
+            "train",
+            "--backend",
+            "flex",
+            "--epochs",
+            "2",
+            "--batch",
+            "64",
+        ])
+        .args(["--limit-train", "1024", "--limit-test", "300", "--data-dir"])
+        .arg(subset_dir())
+        .arg("--out")
+        .arg(&model)
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[3], "Train on 1024 samples, validate on 300 samples");
+    assert_eq!((lines[4], lines[6]), ("Epoch 1/2", "Epoch 2/2"));
+    assert!(regex_lite(lines[5]) && regex_lite(lines[7]), "{stdout}");
+    let (loss, accuracy) = test_lines(&stdout);
+    assert!(accuracy >= 0.6 && loss < 1.2, "{loss} {accuracy}");
+    assert!(dir.path().join("model.bin.ckpt").exists());
+    for backend in ["cpu", "flex"] {
+        let eval = cmd()
+            .args(["eval", "--backend", backend, "--limit-test", "300"])
+            .arg(&model)
+            .arg("--data-dir")
+            .arg(subset_dir())
+            .assert()
+            .success()
+            .get_output()
+            .clone();
+        let (eval_loss, eval_accuracy) = test_lines(&String::from_utf8(eval.stdout).unwrap());
+        assert_eq!(eval_accuracy, accuracy, "{backend}");
+        assert!(
+            (eval_loss - loss).abs() <= 1e-5 * loss,
+            "{backend}: {eval_loss} vs {loss}"
+        );
+    }
+}
+
 /// `3000/3000 [==============================] - 12s - loss: 1.2345 - acc: 0.5678 - val_loss: 0.7000 - val_acc: 0.7500`
+/// (any N/N, all done).
 fn regex_lite(line: &str) -> bool {
-    let Some(rest) = line.strip_prefix("3000/3000 [==============================] - ") else {
+    let Some((count, rest)) = line.split_once(" [==============================] - ") else {
         return false;
     };
+    if count
+        .split_once('/')
+        .is_none_or(|(a, b)| a != b || a.parse::<u64>().is_err())
+    {
+        return false;
+    }
     let Some((secs, rest)) = rest.split_once("s - ") else {
         return false;
     };

@@ -1,5 +1,5 @@
 //! Mutation fuzzing of everything that reads untrusted bytes: the IDX/gzip reader, the model
-//! loader and the checkpoint reader. A bounded count runs in `cargo test`; set FUZZ_ITERS for
+//! loader and the checkpoint reader, through resuming a run from it. A bounded count runs in `cargo test`; set FUZZ_ITERS for
 //! a longer run (`FUZZ_ITERS=100000 cargo test --release --test fuzz -- --nocapture`).
 //! Any panic fails the test; a clean `Err` is the expected answer to garbage.
 
@@ -8,9 +8,13 @@ mod common;
 use std::path::Path;
 
 use burn::tensor::Device;
-use mnist_cnn::checkpoint::{Checkpoint, OptimizerState};
+use mnist_cnn::checkpoint::Checkpoint;
+use mnist_cnn::data::Split;
 use mnist_cnn::data::idx::{self, Kind};
+use mnist_cnn::engine::{Backend, TrainerState};
 use mnist_cnn::model::Model;
+use mnist_cnn::progress::Verbosity;
+use mnist_cnn::train::{self, FitConfig};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 fn iterations(default: usize) -> usize {
@@ -121,24 +125,9 @@ fn idx_reader_never_panics() {
 }
 
 #[test]
-fn model_and_checkpoint_readers_never_panic() {
+fn model_reader_never_panics() {
     let device = Device::default();
     let model = Model::new(&device, 1).to_bytes().unwrap();
-    let ckpt = Checkpoint {
-        epochs_done: 1,
-        seed: 1,
-        batch: 128,
-        lr: 1.0,
-        train_len: 10,
-        test_len: 10,
-        model: model.clone(),
-        optimizer: OptimizerState::Accumulators {
-            grad: model.clone(),
-            update: model.clone(),
-        },
-        history: "epoch,loss,acc,val_loss,val_acc,seconds\n1,0.5,0.8,0.4,0.9,12.5\n".into(),
-    }
-    .to_bytes();
     let mut rng = StdRng::seed_from_u64(0xb1);
     let n = iterations(150);
     let path = Path::new("fuzzed.bin");
@@ -155,9 +144,75 @@ fn model_and_checkpoint_readers_never_panic() {
             Ok(_) => ok += 1,
             Err(_) => err += 1,
         }
-        let c = mutate(&mut rng, &ckpt[..ckpt.len().min(128)]);
-        let _ = Checkpoint::from_bytes(&c, path);
     }
     println!("model: {n} mutations: {ok} loaded, {err} rejected, 0 panics");
     assert!(err > 0);
+}
+
+/// Mutated checkpoints go all the way through `train --resume`'s path: read, checked against
+/// the data, handed to an engine, and trained on for a step.
+#[test]
+fn resuming_from_a_mutated_checkpoint_never_panics() {
+    let split = |n: usize| Split {
+        images: (0..n * idx::PIXELS).map(|i| (i % 251) as u8).collect(),
+        labels: (0..n).map(|i| (i % 10) as u8).collect(),
+    };
+    let (train, test) = (split(6), split(4));
+    let ckpt = Checkpoint {
+        epochs_done: 1,
+        seed: 1,
+        batch: 3,
+        lr: 1.0,
+        train_len: 6,
+        test_len: 4,
+        state: TrainerState::fresh(1),
+        history: "epoch,loss,acc,val_loss,val_acc,seconds\n1,0.5,0.8,0.4,0.9,12.5\n".into(),
+    }
+    .to_bytes()
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fuzzed.ckpt");
+    let mut rng = StdRng::seed_from_u64(0xc4);
+    let n = iterations(150);
+    let (mut resumed, mut refused) = (0, 0);
+    for i in 0..n {
+        // Mostly the header and metadata (the first KiB), sometimes anywhere.
+        let input = if i % 4 == 0 {
+            mutate(&mut rng, &ckpt)
+        } else {
+            let mut input = ckpt.clone();
+            let head = mutate(&mut rng, &ckpt[..1024]);
+            input.splice(..1024, head);
+            input
+        };
+        std::fs::write(&path, &input).unwrap();
+        let config = FitConfig {
+            epochs: 2,
+            batch: 3,
+            lr: 1.0,
+            seed: 1,
+            verbosity: Verbosity::Silent,
+            interactive: false,
+        };
+        let backend = if i % 10 == 0 {
+            Backend::Flex
+        } else {
+            Backend::Cpu
+        };
+        match train::resume(&path, &mut config.clone(), (&train, &test), backend) {
+            Ok(mut run) => {
+                resumed += 1;
+                let pixels: Vec<f32> = train.images[..3 * idx::PIXELS]
+                    .iter()
+                    .map(|&p| f32::from(p) / 255.0)
+                    .collect();
+                run.trainer.step(&pixels, &train.labels[..3], 7, 1.0);
+            }
+            Err(_) => refused += 1,
+        }
+    }
+    println!(
+        "checkpoint: {n} mutations: {resumed} resumed and stepped, {refused} refused, 0 panics"
+    );
+    assert!(resumed > 0 && refused > 0, "both outcomes should occur");
 }

@@ -21,24 +21,41 @@ const DATA: [&str; 8] = [
     "11",
 ];
 
-fn train_args(out: &Path) -> Vec<String> {
-    let mut args: Vec<String> = ["train", "--epochs", "3", "--verbose", "0"]
-        .iter()
-        .chain(DATA.iter())
-        .map(|s| s.to_string())
-        .collect();
+fn train_args(out: &Path, backend: &str) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "train",
+        "--epochs",
+        "3",
+        "--verbose",
+        "0",
+        "--backend",
+        backend,
+    ]
+    .iter()
+    .chain(DATA.iter())
+    .map(|s| s.to_string())
+    .collect();
     args.extend(["--data-dir".into(), subset_dir().display().to_string()]);
     args.extend(["--out".into(), out.display().to_string()]);
     args
 }
 
 #[test]
-fn sigint_then_resume_matches_an_uninterrupted_run() {
+fn sigint_then_resume_matches_an_uninterrupted_run_on_our_kernels() {
+    sigint_then_resume_matches_an_uninterrupted_run("cpu");
+}
+
+#[test]
+fn sigint_then_resume_matches_an_uninterrupted_run_on_burns_engine() {
+    sigint_then_resume_matches_an_uninterrupted_run("flex");
+}
+
+fn sigint_then_resume_matches_an_uninterrupted_run(backend: &str) {
     let dir = tempfile::tempdir().unwrap();
     let straight = dir.path().join("straight.bin");
     Command::cargo_bin("mnist-cnn")
         .unwrap()
-        .args(train_args(&straight))
+        .args(train_args(&straight, backend))
         .assert()
         .success();
 
@@ -46,7 +63,7 @@ fn sigint_then_resume_matches_an_uninterrupted_run() {
     let ckpt = dir.path().join("model.bin.ckpt");
     let bin = assert_cmd::cargo::cargo_bin("mnist-cnn");
     let child = StdCommand::new(bin)
-        .args(train_args(&model))
+        .args(train_args(&model, backend))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -79,6 +96,8 @@ fn sigint_then_resume_matches_an_uninterrupted_run() {
         "3".into(),
         "--verbose".into(),
         "0".into(),
+        "--backend".into(),
+        backend.into(),
         "--resume".into(),
         ckpt.display().to_string(),
         "--data-dir".into(),
@@ -115,7 +134,7 @@ fn sigint_then_resume_matches_an_uninterrupted_run() {
 fn a_checkpoint_for_other_data_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("m.bin");
-    let mut args = train_args(&model);
+    let mut args = train_args(&model, "cpu");
     args[2] = "1".into(); // one epoch
     Command::cargo_bin("mnist-cnn")
         .unwrap()
@@ -137,6 +156,12 @@ fn a_checkpoint_for_other_data_is_refused() {
 
 #[test]
 fn divergence_is_an_error_naming_epoch_and_step_and_keeps_the_old_model() {
+    for backend in ["cpu", "flex"] {
+        divergence_is_an_error(backend);
+    }
+}
+
+fn divergence_is_an_error(backend: &str) {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("m.bin");
     std::fs::write(&model, b"previous model").unwrap();
@@ -152,7 +177,7 @@ fn divergence_is_an_error_naming_epoch_and_step_and_keeps_the_old_model() {
             "50",
         ])
         // Beyond f32's range: the first update makes the weights infinite, the next loss NaN.
-        .args(["--lr=1e300", "--data-dir"])
+        .args(["--lr=1e300", "--backend", backend, "--data-dir"])
         .arg(subset_dir())
         .arg("--out")
         .arg(&model)
@@ -163,7 +188,7 @@ fn divergence_is_an_error_naming_epoch_and_step_and_keeps_the_old_model() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("training diverged: loss is") && stderr.contains("at epoch 1, step "),
-        "{stderr}"
+        "{backend}: {stderr}"
     );
     assert_eq!(std::fs::read(&model).unwrap(), b"previous model");
 }

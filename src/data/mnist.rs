@@ -118,10 +118,10 @@ impl DataSource {
                 let decoded = read_file(&path, file.kind)?;
                 if decoded.sha256 != file.sha256 {
                     // A user's own IDX set (Fashion-MNIST has this layout) is theirs to use.
-                    eprintln!(
-                        "note: {} is not the canonical MNIST file (its SHA-256 differs); using it as it is",
+                    crate::notes::note(format_args!(
+                        "{} is not the canonical MNIST file (its SHA-256 differs); using it as it is",
                         path.display()
-                    );
+                    ));
                 }
                 return Ok((decoded, path));
             }

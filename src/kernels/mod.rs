@@ -1,11 +1,12 @@
 //! Hand-written CPU kernels for paths where burn's generic `flex` ops leave most of the
-//! machine idle: the forward pass of evaluation ([`inference`]) and the whole training step,
-//! forward and backward ([`training`]). Each kernel is tested against burn's own ops on random
-//! inputs.
+//! machine idle: the forward pass, with or without dropout ([`forward`]), which evaluation,
+//! prediction and training share, and the training step's backward pass ([`training`]). Each
+//! kernel is tested against burn's own ops on random inputs.
 //!
 //! The boundary: kernels take and return plain `f32` slices in row-major layouts stated at
 //! each function; nothing here knows about burn tensors. Parameters cross it as
-//! [`RawWeights`](crate::model::RawWeights), in burn's own layouts.
+//! [`Params`](crate::network::Params), in burn's own layouts; sizes come from
+//! [`network`](crate::network).
 //!
 //! Activations are channels-last inside the convolutions, so that a 3x3 window of a map is
 //! three contiguous runs of (kx, channel): one im2col row for conv2's forward GEMM, three
@@ -39,26 +40,20 @@ macro_rules! simd_fn {
     (@output $ret:ty) => { $ret };
 }
 
-pub mod inference;
+pub mod forward;
 pub mod training;
 
 #[cfg(test)]
 use std::cell::Cell;
 use std::cell::RefCell;
 
-use crate::data::idx::{COLS, PIXELS, ROWS};
+use crate::network::{
+    CONV1_FILTERS as C1, CONV1_SIDE as S1, CONV2_FILTERS as C2, CONV2_SIDE as S2, FEATURES, PIXELS,
+    POOLED_SIDE as SP, SIDE, TAPS,
+};
 
-const C1: usize = 32;
-const C2: usize = 64;
-/// conv1 output side (28 - 2) and conv2 output side (26 - 2), pooled side (24 / 2).
-const S1: usize = ROWS - 2;
-const S2: usize = S1 - 2;
-const SP: usize = S2 / 2;
-/// Inputs of the first dense layer, in burn's flatten order (channel, y, x).
-const FEATURES: usize = SP * SP * C2;
-const HIDDEN: usize = 128;
-/// conv2's inner dimension: a 3x3 window of 32 channels.
-const K2: usize = 9 * C1;
+/// conv2's inner dimension: a 3x3 window of conv1's channels.
+const K2: usize = TAPS * C1;
 /// Images per parallel task: conv2's GEMM has M = 2 × 576 rows and its im2col buffer
 /// (1.3 MB) fits a 2 MB per-core L2. Groups of 2 and 1 measured a little faster for training
 /// than 4 or 8, and clearly faster for evaluation.
@@ -174,20 +169,20 @@ enum ConvLayout {
 impl ConvLayout {
     fn index(self, (o, c, k): (usize, usize, usize), c_in: usize, c_out: usize) -> usize {
         match self {
-            ConvLayout::Burn => (o * c_in + c) * 9 + k,
+            ConvLayout::Burn => (o * c_in + c) * TAPS + k,
             ConvLayout::Gemm => (k * c_in + c) * c_out + o,
-            ConvLayout::Rows => (o * 9 + k) * c_in + c,
+            ConvLayout::Rows => (o * TAPS + k) * c_in + c,
         }
     }
 }
 
 /// `w` (a c_out × c_in × 3x3 convolution weight) moved from one layout to another.
 fn relayout(w: &[f32], c_in: usize, c_out: usize, from: ConvLayout, to: ConvLayout) -> Vec<f32> {
-    assert_eq!(w.len(), 9 * c_in * c_out);
+    assert_eq!(w.len(), TAPS * c_in * c_out);
     let mut out = vec![0.0; w.len()];
     for o in 0..c_out {
         for c in 0..c_in {
-            for k in 0..9 {
+            for k in 0..TAPS {
                 let at = (o, c, k);
                 out[to.index(at, c_in, c_out)] = w[from.index(at, c_in, c_out)];
             }
@@ -206,7 +201,7 @@ simd_fn! {
                 let (y, x) = (at / S1, at % S1);
                 px.copy_from_slice(b1);
                 for (k, w) in w1.chunks(C1).enumerate() {
-                    axpy(img[(y + k / 3) * COLS + x + k % 3], w, px);
+                    axpy(img[(y + k / 3) * SIDE + x + k % 3], w, px);
                 }
                 for v in px {
                     *v = v.max(0.0);

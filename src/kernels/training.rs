@@ -15,177 +15,43 @@
 use rayon::prelude::*;
 
 use super::ConvLayout::{Burn, Gemm, Rows};
-use super::{
-    C1, C2, FEATURES, GROUP, HIDDEN, K2, S1, SP, Stored, axpy, dense, matmul_stored, relayout,
-};
-use crate::data::idx::{COLS, PIXELS};
-use crate::model::{DROPOUT_HIDDEN, DROPOUT_POOLED, NUM_CLASSES, RawWeights};
-
-/// The two layers dropout acts on.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Layer {
-    /// The 9216 pooled features of each image, in burn's flatten order.
-    Pooled,
-    /// The 128 outputs of the first dense layer.
-    Hidden,
-}
-
-impl Layer {
-    fn rate(self) -> f32 {
-        match self {
-            Layer::Pooled => DROPOUT_POOLED as f32,
-            Layer::Hidden => DROPOUT_HIDDEN as f32,
-        }
-    }
-
-    /// Where the layer's units start in the hash's position space: far apart, so the two
-    /// layers never share a draw whatever the batch size.
-    fn first_position(self) -> u64 {
-        match self {
-            Layer::Pooled => 0,
-            Layer::Hidden => 1 << 48,
-        }
-    }
-}
-
-/// Dropout for one step. Each unit's fate depends only on the seed, the layer and the unit's
-/// position in the batch, so masks are drawn where they are applied, by whichever thread
-/// holds the values, and the same seed drops the same units however the work is split.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Dropout {
-    /// Keep every unit, unscaled.
-    Off,
-    /// Drop at Keras's rates, from this seed; the kept units are scaled by 1/(1 - rate).
-    Seeded(u64),
-}
-
-impl Dropout {
-    /// What a kept unit of `layer` is multiplied by.
-    pub fn scale(self, layer: Layer) -> f32 {
-        match self {
-            Dropout::Off => 1.0,
-            Dropout::Seeded(_) => 1.0 / (1.0 - layer.rate()),
-        }
-    }
-
-    /// Multiplies `values`, the units of `layer` from position `first` of the batch on, by
-    /// their masks: 0 or [`Dropout::scale`]. `first` and the length are multiples of 4.
-    pub fn apply(self, layer: Layer, first: usize, values: &mut [f32]) {
-        if let Dropout::Seeded(seed) = self {
-            assert!(first.is_multiple_of(4) && values.len().is_multiple_of(4));
-            let position = layer.first_position() + (first / 4) as u64;
-            apply_dropout(seed, position, layer.rate(), values);
-        }
-    }
-
-    /// The masks themselves, for `images` images: [images × 9216] and [images × 128].
-    pub fn masks(self, images: usize) -> (Vec<f32>, Vec<f32>) {
-        let mut pooled = vec![1.0; images * FEATURES];
-        let mut hidden = vec![1.0; images * HIDDEN];
-        self.apply(Layer::Pooled, 0, &mut pooled);
-        self.apply(Layer::Hidden, 0, &mut hidden);
-        (pooled, hidden)
-    }
-}
-
-simd_fn! {
-    /// Each group of four units shares one 64-bit hash of (seed, position): SplitMix64, whose
-    /// bits are independent and well mixed. A unit is dropped when its 16 bits fall below
-    /// `rate` × 2¹⁶ (0.35 becomes 0.350006).
-    fn apply_dropout(seed: u64, first_quad: u64, rate: f32, values: &mut [f32]) {
-        let scale = 1.0 / (1.0 - rate);
-        let threshold = (f64::from(rate) * 65536.0).round() as u64;
-        for (q, quad) in values.chunks_exact_mut(4).enumerate() {
-            let position = first_quad + q as u64;
-            let mut z =
-                seed.wrapping_add(position.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            for (i, v) in quad.iter_mut().enumerate() {
-                let kept = (z >> (16 * i)) & 0xFFFF >= threshold;
-                *v *= if kept { scale } else { 0.0 };
-            }
-        }
-    }
-}
+use super::forward::{Dropout, Layer, Net, Pass, Trace};
+use super::{C1, C2, FEATURES, GROUP, K2, S1, SP, Stored, TAPS, axpy, matmul_stored, relayout};
+use crate::metrics;
+use crate::network::{HIDDEN, Layer as Weights, NUM_CLASSES, PIXELS, Params, SIDE};
 
 /// What one step yields: the batch's mean loss, how many it classified right (before the
 /// update, as Keras counts), and the gradient of the mean loss.
 pub struct Step {
     pub loss: f64,
     pub correct: usize,
-    pub grads: RawWeights,
+    pub grads: Params,
 }
 
 /// The forward and backward pass of the mean softmax cross-entropy of `labels` over `pixels`
-/// (scaled to [0, 1], 784 per image), at weights `w`, with `dropout`.
-pub fn step(w: &RawWeights, pixels: &[f32], labels: &[u8], dropout: Dropout) -> Step {
+/// (scaled to [0, 1], 784 per image), at parameters `w`, with `dropout`.
+pub fn step(w: &Params, pixels: &[f32], labels: &[u8], dropout: Dropout) -> Step {
     assert_eq!(pixels.len(), labels.len() * PIXELS);
-    let forward = Forward::run(w, pixels, dropout);
-    let (loss, correct, dlogits) = cross_entropy(&forward.logits, labels);
-    let dense = dense_backward(w, &forward, &dlogits, dropout);
-    let conv = conv_backward(w, pixels, &forward, &dense.features, dropout);
+    let pass = Net::new(w).run(pixels, dropout, true);
+    let (loss, correct, dlogits) = cross_entropy(&pass.logits, labels);
+    let dense = dense_backward(w, &pass, &dlogits, dropout);
+    let trace = pass.trace.as_ref().expect("a traced pass");
+    let conv = conv_backward(w, pixels, (&pass, trace), &dense.features, dropout);
     Step {
         loss,
         correct,
-        grads: RawWeights {
-            conv1: (relayout(&conv.w1, 1, C1, Gemm, Burn), conv.b1),
-            conv2: (relayout(&conv.w2, C1, C2, Rows, Burn), conv.b2),
+        grads: Params {
+            conv1: Weights {
+                weight: relayout(&conv.w1, 1, C1, Gemm, Burn),
+                bias: conv.b1,
+            },
+            conv2: Weights {
+                weight: relayout(&conv.w2, C1, C2, Rows, Burn),
+                bias: conv.b2,
+            },
             dense1: dense.dense1,
             dense2: dense.dense2,
         },
-    }
-}
-
-/// The forward pass with dropout, and what the backward pass needs of it.
-struct Forward {
-    /// conv1's activations, channels-last [n × 26 × 26 × 32].
-    a1: Vec<f32>,
-    /// The pooled features after dropout, [n × 9216] in burn's flatten order: zero where
-    /// either ReLU or dropout stopped the gradient.
-    features: Vec<f32>,
-    /// Which of its window's four values each pooled feature came from.
-    winner: Vec<u8>,
-    /// The first dense layer's outputs after ReLU and dropout, [n × 128].
-    hidden: Vec<f32>,
-    logits: Vec<f32>,
-}
-
-impl Forward {
-    fn run(w: &RawWeights, pixels: &[f32], dropout: Dropout) -> Forward {
-        let n = pixels.len() / PIXELS;
-        let w1 = relayout(&w.conv1.0, 1, C1, Burn, Gemm);
-        let w2 = relayout(&w.conv2.0, C1, C2, Burn, Gemm);
-        let map1 = S1 * S1 * C1;
-        let mut a1 = vec![0.0f32; n * map1];
-        let mut features = vec![0.0f32; n * FEATURES];
-        let mut winner = vec![0u8; n * FEATURES];
-        // Convolutions and the first dropout, per group of images.
-        pixels
-            .par_chunks(GROUP * PIXELS)
-            .zip(a1.par_chunks_mut(GROUP * map1))
-            .zip(features.par_chunks_mut(GROUP * FEATURES))
-            .zip(winner.par_chunks_mut(GROUP * FEATURES))
-            .enumerate()
-            .for_each(|(group, (((images, a1), out), winner))| {
-                let conv1 = (w1.as_slice(), w.conv1.1.as_slice());
-                let conv2 = (w2.as_slice(), w.conv2.1.as_slice());
-                super::features(images, conv1, conv2, a1, out, Some(winner));
-                dropout.apply(Layer::Pooled, group * GROUP * FEATURES, out);
-            });
-        // Dense + ReLU, dropout, dense.
-        let threads = rayon::current_num_threads();
-        let mut hidden = dense(&features, &w.dense1.0, &w.dense1.1, true, threads);
-        dropout.apply(Layer::Hidden, 0, &mut hidden);
-        let logits = dense(&hidden, &w.dense2.0, &w.dense2.1, false, 1);
-        Forward {
-            a1,
-            features,
-            winner,
-            hidden,
-            logits,
-        }
     }
 }
 
@@ -196,20 +62,17 @@ fn cross_entropy(logits: &[f32], labels: &[u8]) -> (f64, usize, Vec<f32>) {
     let mut loss = 0f64;
     let mut correct = 0;
     let mut dlogits = vec![0.0f32; n * NUM_CLASSES];
+    let mut probs = [0f64; NUM_CLASSES];
     for ((row, d), &label) in logits
         .chunks(NUM_CLASSES)
         .zip(dlogits.chunks_mut(NUM_CLASSES))
         .zip(labels)
     {
-        let label = usize::from(label);
-        let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        let sum: f64 = row.iter().map(|&v| f64::from(v - max).exp()).sum();
-        loss += sum.ln() - f64::from(row[label] - max);
-        let best = (0..NUM_CLASSES).fold(0, |b, i| if row[i] > row[b] { i } else { b });
-        correct += usize::from(best == label);
-        for (i, (d, &v)) in d.iter_mut().zip(row).enumerate() {
-            let p = f64::from(v - max).exp() / sum;
-            let target = if i == label { 1.0 } else { 0.0 };
+        loss += metrics::cross_entropy(row, label);
+        correct += usize::from(metrics::argmax(row) == usize::from(label));
+        metrics::softmax(row, &mut probs);
+        for (i, (d, p)) in d.iter_mut().zip(probs).enumerate() {
+            let target = if i == usize::from(label) { 1.0 } else { 0.0 };
             *d = ((p - target) / n as f64) as f32;
         }
     }
@@ -218,20 +81,15 @@ fn cross_entropy(logits: &[f32], labels: &[u8]) -> (f64, usize, Vec<f32>) {
 
 /// What the dense layers' backward pass yields.
 struct DenseGrads {
-    /// (weight, bias) gradients of each dense layer, in burn's layouts.
-    dense1: (Vec<f32>, Vec<f32>),
-    dense2: (Vec<f32>, Vec<f32>),
+    /// The gradients of each dense layer, in burn's layouts.
+    dense1: Weights,
+    dense2: Weights,
     /// The gradient with respect to the pooled features after dropout, [n × 9216].
     features: Vec<f32>,
 }
 
 /// The dense layers' backward pass, from the logits' gradient.
-fn dense_backward(
-    w: &RawWeights,
-    forward: &Forward,
-    dlogits: &[f32],
-    dropout: Dropout,
-) -> DenseGrads {
+fn dense_backward(w: &Params, forward: &Pass, dlogits: &[f32], dropout: Dropout) -> DenseGrads {
     let n = dlogits.len() / NUM_CLASSES;
     let mut dw4 = vec![0.0f32; HIDDEN * NUM_CLASSES];
     let dims = (HIDDEN, n, NUM_CLASSES);
@@ -249,7 +107,7 @@ fn dense_backward(
     matmul_stored(
         &mut dh,
         as_is(dlogits),
-        transposed(&w.dense2.0),
+        transposed(&w.dense2.weight),
         dims,
         false,
         1,
@@ -271,14 +129,20 @@ fn dense_backward(
         },
         || {
             let dims = (n, HIDDEN, FEATURES);
-            let weights = transposed(&w.dense1.0);
+            let weights = transposed(&w.dense1.weight);
             matmul_stored(&mut dfeatures, as_is(&dh), weights, dims, false, 1);
         },
     );
     let db3 = column_sums(&dh, HIDDEN);
     DenseGrads {
-        dense1: (dw3, db3),
-        dense2: (dw4, db4),
+        dense1: Weights {
+            weight: dw3,
+            bias: db3,
+        },
+        dense2: Weights {
+            weight: dw4,
+            bias: db4,
+        },
         features: dfeatures,
     }
 }
@@ -286,20 +150,20 @@ fn dense_backward(
 /// The convolutions' gradients, per group of images; the groups' partial sums are kept apart
 /// and added in group order.
 fn conv_backward(
-    w: &RawWeights,
+    w: &Params,
     pixels: &[f32],
-    forward: &Forward,
+    (forward, trace): (&Pass, &Trace),
     dfeatures: &[f32],
     dropout: Dropout,
 ) -> ConvGrads {
-    let w2 = relayout(&w.conv2.0, C1, C2, Burn, Rows);
+    let w2 = relayout(&w.conv2.weight, C1, C2, Burn, Rows);
     let scale = dropout.scale(Layer::Pooled);
     let partials: Vec<ConvGrads> = pixels
         .par_chunks(GROUP * PIXELS)
-        .zip(forward.a1.par_chunks(GROUP * S1 * S1 * C1))
+        .zip(trace.a1.par_chunks(GROUP * S1 * S1 * C1))
         .zip(dfeatures.par_chunks(GROUP * FEATURES))
         .zip(forward.features.par_chunks(GROUP * FEATURES))
-        .zip(forward.winner.par_chunks(GROUP * FEATURES))
+        .zip(trace.winner.par_chunks(GROUP * FEATURES))
         .map(|((((images, a1), grad), features), winner)| {
             let pooled = Pooled {
                 grad,
@@ -331,7 +195,7 @@ struct ConvGrads {
 impl ConvGrads {
     fn zero() -> ConvGrads {
         ConvGrads {
-            w1: vec![0.0; 9 * C1],
+            w1: vec![0.0; TAPS * C1],
             b1: vec![0.0; C1],
             w2: vec![0.0; K2 * C2],
             b2: vec![0.0; C2],
@@ -431,7 +295,7 @@ simd_fn! {
                 }
                 let (y, x) = (at / S1, at % S1);
                 for (k, dw) in grads.w1.chunks_mut(C1).enumerate() {
-                    axpy(img[(y + k / 3) * COLS + x + k % 3], d, dw);
+                    axpy(img[(y + k / 3) * SIDE + x + k % 3], d, dw);
                 }
             }
         }
@@ -463,7 +327,6 @@ mod tests {
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
     use super::*;
-    use crate::model::Model;
 
     fn tensor<const D: usize>(values: &[f32], shape: [usize; D], device: &Device) -> Tensor<D> {
         Tensor::from_data(TensorData::new(values.to_vec(), shape), device).require_grad()
@@ -474,22 +337,17 @@ mod tests {
     }
 
     /// The same step in burn's own ops and autodiff: (mean loss, gradients in burn layouts).
-    fn reference(
-        w: &RawWeights,
-        pixels: &[f32],
-        labels: &[u8],
-        dropout: Dropout,
-    ) -> (f64, RawWeights) {
+    fn reference(w: &Params, pixels: &[f32], labels: &[u8], dropout: Dropout) -> (f64, Params) {
         let device = Device::flex().autodiff();
         let n = labels.len();
-        let w1 = tensor(&w.conv1.0, [C1, 1, 3, 3], &device);
-        let b1 = tensor(&w.conv1.1, [C1], &device);
-        let w2 = tensor(&w.conv2.0, [C2, C1, 3, 3], &device);
-        let b2 = tensor(&w.conv2.1, [C2], &device);
-        let w3 = tensor(&w.dense1.0, [FEATURES, HIDDEN], &device);
-        let b3 = tensor(&w.dense1.1, [HIDDEN], &device);
-        let w4 = tensor(&w.dense2.0, [HIDDEN, NUM_CLASSES], &device);
-        let b4 = tensor(&w.dense2.1, [NUM_CLASSES], &device);
+        let w1 = tensor(&w.conv1.weight, [C1, 1, 3, 3], &device);
+        let b1 = tensor(&w.conv1.bias, [C1], &device);
+        let w2 = tensor(&w.conv2.weight, [C2, C1, 3, 3], &device);
+        let b2 = tensor(&w.conv2.bias, [C2], &device);
+        let w3 = tensor(&w.dense1.weight, [FEATURES, HIDDEN], &device);
+        let b3 = tensor(&w.dense1.bias, [HIDDEN], &device);
+        let w4 = tensor(&w.dense2.weight, [HIDDEN, NUM_CLASSES], &device);
+        let b4 = tensor(&w.dense2.bias, [NUM_CLASSES], &device);
         let (keep1, keep2) = dropout.masks(n);
         let keep1 = Tensor::<2>::from_data(TensorData::new(keep1, [n, FEATURES]), &device);
         let keep2 = Tensor::<2>::from_data(TensorData::new(keep2, [n, HIDDEN]), &device);
@@ -512,11 +370,23 @@ mod tests {
         let g1 = |t: &Tensor<1>| values(t.grad(&grads).unwrap());
         (
             loss_value,
-            RawWeights {
-                conv1: (g4(&w1), g1(&b1)),
-                conv2: (g4(&w2), g1(&b2)),
-                dense1: (g2(&w3), g1(&b3)),
-                dense2: (g2(&w4), g1(&b4)),
+            Params {
+                conv1: Weights {
+                    weight: g4(&w1),
+                    bias: g1(&b1),
+                },
+                conv2: Weights {
+                    weight: g4(&w2),
+                    bias: g1(&b2),
+                },
+                dense1: Weights {
+                    weight: g2(&w3),
+                    bias: g1(&b3),
+                },
+                dense2: Weights {
+                    weight: g2(&w4),
+                    bias: g1(&b4),
+                },
             },
         )
     }
@@ -535,9 +405,7 @@ mod tests {
 
     #[test]
     fn gradients_match_burns_autodiff() {
-        let device = Device::flex();
-        let model = Model::new(&device, 7).with_random_biases(11, &device);
-        let w = model.raw_weights();
+        let w = Params::glorot(7).with_random_biases(11);
         let mut rng = StdRng::seed_from_u64(3);
         // 19 images: two full groups and a partial one.
         let n = 19;
@@ -551,38 +419,42 @@ mod tests {
                 "loss {} vs {loss}",
                 got.loss
             );
-            assert_close(&got.grads.conv1.0, &want.conv1.0, "conv1 weight");
-            assert_close(&got.grads.conv1.1, &want.conv1.1, "conv1 bias");
-            assert_close(&got.grads.conv2.0, &want.conv2.0, "conv2 weight");
-            assert_close(&got.grads.conv2.1, &want.conv2.1, "conv2 bias");
-            assert_close(&got.grads.dense1.0, &want.dense1.0, "dense1 weight");
-            assert_close(&got.grads.dense1.1, &want.dense1.1, "dense1 bias");
-            assert_close(&got.grads.dense2.0, &want.dense2.0, "dense2 weight");
-            assert_close(&got.grads.dense2.1, &want.dense2.1, "dense2 bias");
+            assert_close(&got.grads.conv1.weight, &want.conv1.weight, "conv1 weight");
+            assert_close(&got.grads.conv1.bias, &want.conv1.bias, "conv1 bias");
+            assert_close(&got.grads.conv2.weight, &want.conv2.weight, "conv2 weight");
+            assert_close(&got.grads.conv2.bias, &want.conv2.bias, "conv2 bias");
+            assert_close(
+                &got.grads.dense1.weight,
+                &want.dense1.weight,
+                "dense1 weight",
+            );
+            assert_close(&got.grads.dense1.bias, &want.dense1.bias, "dense1 bias");
+            assert_close(
+                &got.grads.dense2.weight,
+                &want.dense2.weight,
+                "dense2 weight",
+            );
+            assert_close(&got.grads.dense2.bias, &want.dense2.bias, "dense2 bias");
         }
     }
 
     #[test]
     fn the_step_is_deterministic() {
-        let device = Device::flex();
-        let w = Model::new(&device, 1).raw_weights();
+        let w = Params::glorot(1);
         let pixels: Vec<f32> = (0..20 * PIXELS).map(|i| (i % 251) as f32 / 251.0).collect();
         let labels: Vec<u8> = (0..20).map(|i| (i % 10) as u8).collect();
         let a = step(&w, &pixels, &labels, Dropout::Seeded(9));
         let b = step(&w, &pixels, &labels, Dropout::Seeded(9));
         assert_eq!(a.loss.to_bits(), b.loss.to_bits());
-        assert_eq!(a.grads.conv2.0, b.grads.conv2.0);
-        assert_eq!(a.grads.dense1.0, b.grads.dense1.0);
+        assert_eq!(a.grads.conv2.weight, b.grads.conv2.weight);
+        assert_eq!(a.grads.dense1.weight, b.grads.dense1.weight);
     }
 
     /// The scalar, AVX2 and AVX-512 versions of our loops (those this processor can run) give
     /// the same bytes: the same operations in the same order, fused multiply-adds in each.
     #[test]
     fn every_instruction_set_computes_the_same_step() {
-        let device = Device::flex();
-        let w = Model::new(&device, 2)
-            .with_random_biases(4, &device)
-            .raw_weights();
+        let w = Params::glorot(2).with_random_biases(4);
         let pixels: Vec<f32> = (0..7 * PIXELS).map(|i| (i % 253) as f32 / 253.0).collect();
         let labels: Vec<u8> = (0..7).map(|i| (i * 3 % 10) as u8).collect();
         #[allow(unused_mut)]

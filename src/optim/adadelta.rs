@@ -14,6 +14,26 @@ use burn::optim::{LearningRate, ModuleOptimizer, Optimizer, RecordState, StateSi
 use burn::tensor::{Device, Tensor};
 use rayon::prelude::*;
 
+use crate::network::Params;
+
+/// Adadelta's state for the whole network: per parameter, the running averages of squared
+/// gradients (`a`) and of squared updates (`d`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accumulators {
+    pub grad: Params,
+    pub update: Params,
+}
+
+impl Accumulators {
+    /// Where a run starts: both at zero.
+    pub fn zeros() -> Accumulators {
+        Accumulators {
+            grad: Params::zeros(),
+            update: Params::zeros(),
+        }
+    }
+}
+
 /// Adadelta's hyper-parameters; the defaults are Keras 2's.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Adadelta {
@@ -31,6 +51,30 @@ impl Default for Adadelta {
 }
 
 impl Adadelta {
+    /// The names of the two accumulators in burn's optimizer record and in checkpoints.
+    pub const ACCUM_GRAD: &str = "accum_grad";
+    pub const ACCUM_UPDATE: &str = "accum_update";
+
+    /// One step of every parameter of the network from its gradient: how the CPU trainer
+    /// updates.
+    pub fn update_params(
+        &self,
+        lr: f32,
+        params: &mut Params,
+        grads: &Params,
+        accumulators: &mut Accumulators,
+    ) {
+        let slots = params
+            .values_mut()
+            .into_iter()
+            .zip(grads.named())
+            .zip(accumulators.grad.values_mut())
+            .zip(accumulators.update.values_mut());
+        for (((p, (_, _, g)), a), d) in slots {
+            self.update(lr, p, g, a, d);
+        }
+    }
+
     /// A whole-module optimizer driven by this rule, for training through burn's autodiff.
     pub fn init(self) -> ModuleOptimizer {
         ModuleOptimizer::from(self)
@@ -119,13 +163,14 @@ impl Optimizer for Adadelta {
 // Written out rather than derived: burn's derive names paths inside burn-optim itself.
 impl<const D: usize> RecordState for AdadeltaState<D> {
     fn state_flatten(&self, prefix: &str, out: &mut StateSink) {
-        out.push_tensor(prefix, "accum_grad", self.accum_grad.to_data());
-        out.push_tensor(prefix, "accum_update", self.accum_update.to_data());
+        out.push_tensor(prefix, Adadelta::ACCUM_GRAD, self.accum_grad.to_data());
+        out.push_tensor(prefix, Adadelta::ACCUM_UPDATE, self.accum_update.to_data());
     }
 
     fn state_unflatten(prefix: &str, src: &mut StateSource, device: &Device) -> Option<Self> {
-        let accum_grad = Tensor::from_data(src.take_tensor(prefix, "accum_grad")?, device);
-        let accum_update = Tensor::from_data(src.take_tensor(prefix, "accum_update")?, device);
+        let accum_grad = Tensor::from_data(src.take_tensor(prefix, Adadelta::ACCUM_GRAD)?, device);
+        let accum_update =
+            Tensor::from_data(src.take_tensor(prefix, Adadelta::ACCUM_UPDATE)?, device);
         Some(AdadeltaState {
             accum_grad,
             accum_update,

@@ -2,4 +2,4 @@
 
 mod adadelta;
 
-pub use adadelta::{Adadelta, AdadeltaState};
+pub use adadelta::{Accumulators, Adadelta, AdadeltaState};

@@ -1,0 +1,60 @@
+//! The CPU engine: our own kernels for the forward and backward passes, Adadelta over the
+//! plain parameter vectors.
+
+use super::{Backend, Forward, StepOutcome, Trainer, TrainerState};
+use crate::error::Result;
+use crate::kernels::forward::{Dropout, Net};
+use crate::kernels::training;
+use crate::network::Params;
+use crate::optim::Adadelta;
+
+/// Training through [`crate::kernels`].
+pub struct CpuTrainer {
+    state: TrainerState,
+}
+
+impl CpuTrainer {
+    pub fn new(state: TrainerState) -> CpuTrainer {
+        CpuTrainer { state }
+    }
+}
+
+impl Forward for CpuTrainer {
+    fn logits(&self, pixels: &[f32]) -> Vec<f32> {
+        Net::new(&self.state.params).logits(pixels)
+    }
+}
+
+impl Trainer for CpuTrainer {
+    fn step(&mut self, pixels: &[f32], labels: &[u8], dropout_seed: u64, lr: f64) -> StepOutcome {
+        let TrainerState {
+            params,
+            accumulators,
+        } = &mut self.state;
+        let step = training::step(params, pixels, labels, Dropout::Seeded(dropout_seed));
+        if step.loss.is_finite() {
+            Adadelta::default().update_params(lr as f32, params, &step.grads, accumulators);
+        }
+        StepOutcome {
+            loss: step.loss,
+            correct: step.correct,
+        }
+    }
+
+    fn state(&self) -> Result<TrainerState> {
+        Ok(self.state.clone())
+    }
+
+    fn backend(&self) -> Backend {
+        Backend::Cpu
+    }
+}
+
+/// Trained parameters, evaluated through our kernels.
+pub struct CpuForward(pub Params);
+
+impl Forward for CpuForward {
+    fn logits(&self, pixels: &[f32]) -> Vec<f32> {
+        Net::new(&self.0).logits(pixels)
+    }
+}

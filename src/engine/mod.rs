@@ -1,0 +1,135 @@
+//! Engines: what computes the training steps and the forward pass, chosen in the open.
+//!
+//! Two implementations of [`Trainer`]:
+//! - [`cpu::CpuTrainer`] (`--backend cpu`, the default): our own kernels ([`crate::kernels`])
+//!   and Adadelta over plain slices;
+//! - [`autodiff::BurnTrainer`] (`--backend flex`, `--backend wgpu`): burn's modules, autodiff
+//!   and optimizer, on burn's own CPU backend or a GPU. Every GPU run takes this path, so
+//!   `--backend flex` is how it is run and tested on a machine without one.
+//!
+//! Both keep their state as the same named [`TrainerState`] (parameters and Adadelta's two
+//! accumulators), so a checkpoint written by one engine resumes on the other.
+
+pub mod autodiff;
+pub mod cpu;
+
+use burn::tensor::Device;
+
+use crate::error::{Error, Result};
+use crate::network::Params;
+use crate::optim::Accumulators;
+
+/// Where and how the network is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Our own CPU kernels.
+    Cpu,
+    /// burn's `flex` CPU backend, through burn's autodiff.
+    Flex,
+    /// A GPU through burn's wgpu backend (a build with `--features wgpu`).
+    Wgpu,
+}
+
+impl Backend {
+    /// The name `--backend` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Cpu => "cpu",
+            Backend::Flex => "flex",
+            Backend::Wgpu => "wgpu",
+        }
+    }
+
+    /// burn's (non-autodiff) device for this backend, or a clear error when this build or this
+    /// machine cannot provide it. Our kernels need none, but read model files through flex.
+    pub fn device(self) -> Result<Device> {
+        match self {
+            Backend::Cpu | Backend::Flex => Ok(Device::flex()),
+            Backend::Wgpu => wgpu_device(),
+        }
+    }
+}
+
+/// The forward pass without dropout: rows of logits ([n × 10]) for images scaled to [0, 1],
+/// 784 values each. What validation, `eval` and `predict` read.
+pub trait Forward {
+    fn logits(&self, pixels: &[f32]) -> Vec<f32>;
+}
+
+/// What one training step measured, before its update (as Keras counts).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepOutcome {
+    /// The batch's mean cross-entropy.
+    pub loss: f64,
+    /// How many of the batch the network classified right.
+    pub correct: usize,
+}
+
+/// A network being trained, with its optimizer.
+pub trait Trainer: Forward {
+    /// One Adadelta step on a batch (`pixels` scaled to [0, 1], 784 per image), with dropout
+    /// masks drawn from `dropout_seed`. A non-finite loss leaves the parameters as they were.
+    fn step(&mut self, pixels: &[f32], labels: &[u8], dropout_seed: u64, lr: f64) -> StepOutcome;
+
+    /// The parameters and the optimizer's state, to save or to hand to another engine.
+    fn state(&self) -> Result<TrainerState>;
+
+    /// Which backend computes the steps.
+    fn backend(&self) -> Backend;
+}
+
+/// Everything a trainer holds: the parameters and Adadelta's accumulators.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainerState {
+    pub params: Params,
+    pub accumulators: Accumulators,
+}
+
+impl TrainerState {
+    /// A fresh run: Keras's initialisation from `seed`, accumulators at zero.
+    pub fn fresh(seed: u64) -> TrainerState {
+        TrainerState {
+            params: Params::glorot(seed),
+            accumulators: Accumulators::zeros(),
+        }
+    }
+}
+
+/// The trainer of `backend`, starting from `state`.
+pub fn trainer(backend: Backend, state: TrainerState) -> Result<Box<dyn Trainer>> {
+    Ok(match backend {
+        Backend::Cpu => Box::new(cpu::CpuTrainer::new(state)),
+        Backend::Flex | Backend::Wgpu => Box::new(autodiff::BurnTrainer::new(backend, state)?),
+    })
+}
+
+/// The forward pass of `backend` over trained `params`, for `eval` and `predict`.
+pub fn forward(backend: Backend, params: Params) -> Result<Box<dyn Forward>> {
+    Ok(match backend {
+        Backend::Cpu => Box::new(cpu::CpuForward(params)),
+        Backend::Flex | Backend::Wgpu => Box::new(autodiff::BurnForward::new(backend, &params)?),
+    })
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu_device() -> Result<Device> {
+    use burn::tensor::DeviceType;
+    // Enumerating opens the adapters; an empty list means no usable GPU driver.
+    Device::enumerate(DeviceType::Wgpu)
+        .into_iter()
+        .next()
+        .ok_or_else(|| {
+            Error::Backend(
+                "--backend wgpu: no GPU adapter found (is a Vulkan, Metal or DX12 driver installed?)"
+                    .into(),
+            )
+        })
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu_device() -> Result<Device> {
+    Err(Error::Usage(
+        "--backend wgpu: this build has no GPU support; rebuild with `cargo install mnist-cnn --features wgpu`"
+            .into(),
+    ))
+}
