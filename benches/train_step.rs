@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use mnist_cnn::data::batch::Batch;
+use mnist_cnn::data::batch;
 use mnist_cnn::data::{DataSource, Fetcher, Part};
 use mnist_cnn::engine::{self, Backend, Forward, TrainerState};
 use mnist_cnn::eval::evaluate;
@@ -59,7 +59,7 @@ fn main() {
         let labels: Vec<u8> = indices.iter().map(|&i| train.labels[i]).collect();
         let t = Instant::now();
         // The step `train` runs: the batch scaled, then the engine's step and Adadelta.
-        let pixels = Batch::pixels(&train, &indices);
+        let pixels = batch::pixels(&train, &indices);
         trainer.step(&pixels, &labels, step as u64, 1.0);
         if step >= 3 {
             step_ms.push(t.elapsed().as_secs_f64() * 1e3);

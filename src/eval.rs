@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use crate::data::batch::Batch;
+use crate::data::batch;
 use crate::data::{DataSource, Part, Split};
 use crate::engine::{self, Backend, Forward};
 use crate::error::{Error, Result};
@@ -40,7 +40,7 @@ pub fn score(net: &dyn Forward, split: &Split) -> (Evaluation, Vec<u8>) {
     let mut predictions = Vec::with_capacity(split.len());
     let indices: Vec<usize> = (0..split.len()).collect();
     for chunk in indices.chunks(EVAL_BATCH) {
-        let logits = net.logits(&Batch::pixels(split, chunk));
+        let logits = net.logits(&batch::pixels(split, chunk));
         for (row, &i) in logits.chunks(NUM_CLASSES).zip(chunk) {
             loss_sum += metrics::cross_entropy(row, split.labels[i]);
             predictions.push(metrics::argmax(row) as u8);

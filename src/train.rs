@@ -1,6 +1,6 @@
 //! The training loop and the `train` command.
 //!
-//! One step flows: [`Fit::epoch`] shuffles and cuts batches → [`Batch::pixels`] scales them →
+//! One step flows: [`Fit::epoch`] shuffles and cuts batches → [`batch::pixels`] scales them →
 //! [`Trainer::step`] runs forward, loss, backward and Adadelta on the chosen engine →
 //! [`RunningMeans`] keeps the epoch's means, which the [`Progbar`] renders → after the last
 //! batch, validation through the same engine's [`Forward`], then the checkpoint, the history
@@ -14,7 +14,7 @@ use rand::seq::SliceRandom;
 use rand::{SeedableRng, rngs::StdRng};
 
 use crate::checkpoint::{self, Checkpoint};
-use crate::data::batch::Batch;
+use crate::data::batch;
 use crate::data::{DataSource, Part, Split};
 use crate::engine::{self, Backend, Forward, Trainer, TrainerState};
 use crate::error::{Error, Result};
@@ -141,7 +141,7 @@ impl Fit<'_> {
             let labels: Vec<u8> = chunk.iter().map(|&i| train.labels[i]).collect();
             // Each step its own mask stream, so a step's dropout does not depend on thread timing.
             let step_seed = stream_seed(dropout_seed, step + 1, 3);
-            let pixels = Batch::pixels(train, chunk);
+            let pixels = batch::pixels(train, chunk);
             let outcome = run
                 .trainer
                 .step(&pixels, &labels, step_seed, self.config.lr);
@@ -297,36 +297,13 @@ pub fn run(opts: &TrainOptions, out: &mut dyn Write) -> Result<()> {
         fsutil::check_writable_target(plot)?;
     }
     opts.backend.device()?;
-    let train = opts.data.load(Part::Train, opts.limit_train)?;
-    let test = opts.data.load(Part::Test, opts.limit_test)?;
-    if train.is_empty() || test.is_empty() {
-        return Err(Error::Usage(format!(
-            "nothing to train on: {} training and {} test images",
-            train.len(),
-            test.len()
-        )));
-    }
-
+    let (train, test) = load_data(opts)?;
     let mut config = opts.fit.clone();
     let mut run = match &opts.resume {
         Some(path) => resume(path, &mut config, (&train, &test), opts.backend)?,
         None => Run::new(opts.backend, config.seed)?,
     };
-    writeln!(out, "x_train shape: ({}, {SIDE}, {SIDE}, 1)", train.len()).map_err(log_err)?;
-    writeln!(out, "{} train samples", train.len()).map_err(log_err)?;
-    writeln!(out, "{} test samples", test.len()).map_err(log_err)?;
-    if opts.summary {
-        writeln!(
-            out,
-            "{}",
-            Model::new(&burn::tensor::Device::flex(), 0).summary()
-        )
-        .map_err(log_err)?;
-    }
-    if config.verbosity != Verbosity::Silent {
-        let (n, m) = (train.len(), test.len());
-        writeln!(out, "Train on {n} samples, validate on {m} samples").map_err(log_err)?;
-    }
+    write_header(out, opts.summary, &config, (&train, &test))?;
 
     interrupt::install();
     let fit = Fit {
@@ -340,7 +317,6 @@ pub fn run(opts: &TrainOptions, out: &mut dyn Write) -> Result<()> {
 
     let params = run.trainer.state()?.params;
     fsutil::write_atomic(&out_path, &crate::model::file_bytes(&params)?)?;
-    let last = run.history.last().expect("at least one epoch").val;
     writeln!(out, "Model saved to {}", out_path.display()).map_err(log_err)?;
     let history_path = history::path_for(&out_path);
     writeln!(out, "History saved to {}", history_path.display()).map_err(log_err)?;
@@ -348,7 +324,42 @@ pub fn run(opts: &TrainOptions, out: &mut dyn Write) -> Result<()> {
         writeln!(out, "Curves drawn in {}", plot.display()).map_err(log_err)?;
     }
     // The last validation is exactly Keras's closing `model.evaluate` on the test set.
+    let last = run.history.last().expect("at least one epoch").val;
     writeln!(out, "{}", last.report()).map_err(log_err)?;
+    Ok(())
+}
+
+/// The training and test sets, as limited; an error when either is empty.
+fn load_data(opts: &TrainOptions) -> Result<(Split, Split)> {
+    let train = opts.data.load(Part::Train, opts.limit_train)?;
+    let test = opts.data.load(Part::Test, opts.limit_test)?;
+    if train.is_empty() || test.is_empty() {
+        return Err(Error::Usage(format!(
+            "nothing to train on: {} training and {} test images",
+            train.len(),
+            test.len()
+        )));
+    }
+    Ok((train, test))
+}
+
+/// The lines Keras's `mnist_cnn.py` prints before training.
+fn write_header(
+    out: &mut dyn Write,
+    summary: bool,
+    config: &FitConfig,
+    (train, test): (&Split, &Split),
+) -> Result<()> {
+    let (n, m) = (train.len(), test.len());
+    writeln!(out, "x_train shape: ({n}, {SIDE}, {SIDE}, 1)").map_err(log_err)?;
+    writeln!(out, "{n} train samples\n{m} test samples").map_err(log_err)?;
+    if summary {
+        let model = Model::new(&burn::tensor::Device::flex(), 0);
+        writeln!(out, "{}", model.summary()).map_err(log_err)?;
+    }
+    if config.verbosity != Verbosity::Silent {
+        writeln!(out, "Train on {n} samples, validate on {m} samples").map_err(log_err)?;
+    }
     Ok(())
 }
 

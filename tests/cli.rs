@@ -29,6 +29,21 @@ fn test_lines(stdout: &str) -> (f64, f64) {
     (value("Test loss:"), value("Test accuracy:"))
 }
 
+/// `mnist-cnn eval MODEL ARGS… --data-dir SUBSET`, which must succeed; its stdout.
+fn eval_on_subset(model: &Path, args: &[&str]) -> String {
+    let out = cmd()
+        .arg("eval")
+        .arg(model)
+        .args(args)
+        .arg("--data-dir")
+        .arg(subset_dir())
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[test]
 fn trains_one_epoch_on_the_subset_then_eval_agrees() {
     let dir = tempfile::tempdir().unwrap();
@@ -73,16 +88,7 @@ fn trains_one_epoch_on_the_subset_then_eval_agrees() {
         lines[5]
     );
 
-    let eval = cmd()
-        .arg("eval")
-        .arg(&model)
-        .arg("--data-dir")
-        .arg(subset_dir())
-        .assert()
-        .success()
-        .get_output()
-        .clone();
-    let eval_stdout = String::from_utf8(eval.stdout).unwrap();
+    let eval_stdout = eval_on_subset(&model, &[]);
     assert_eq!(test_lines(&eval_stdout), (loss, accuracy));
     assert!(eval_stdout.starts_with("1000 test samples\n"));
 
@@ -109,19 +115,7 @@ fn trains_one_epoch_on_the_subset_then_eval_agrees() {
 
     // --report: the matrix sums to the test set and its diagonal to the accuracy.
     let sheet = dir.path().join("errors.png");
-    let report = cmd()
-        .arg("eval")
-        .arg(&model)
-        .arg("--data-dir")
-        .arg(subset_dir())
-        .arg("--report")
-        .arg("--errors")
-        .arg(&sheet)
-        .assert()
-        .success()
-        .get_output()
-        .clone();
-    let report = String::from_utf8(report.stdout).unwrap();
+    let report = eval_on_subset(&model, &["--report", "--errors", sheet.to_str().unwrap()]);
     let matrix: Vec<Vec<usize>> = report
         .lines()
         .skip_while(|l| !l.starts_with("Confusion matrix"))
@@ -197,16 +191,8 @@ fn flex_backend_trains_and_its_model_evaluates_the_same_on_our_kernels() {
     assert!(accuracy >= 0.6 && loss < 1.2, "{loss} {accuracy}");
     assert!(dir.path().join("model.bin.ckpt").exists());
     for backend in ["cpu", "flex"] {
-        let eval = cmd()
-            .args(["eval", "--backend", backend, "--limit-test", "300"])
-            .arg(&model)
-            .arg("--data-dir")
-            .arg(subset_dir())
-            .assert()
-            .success()
-            .get_output()
-            .clone();
-        let (eval_loss, eval_accuracy) = test_lines(&String::from_utf8(eval.stdout).unwrap());
+        let eval = eval_on_subset(&model, &["--backend", backend, "--limit-test", "300"]);
+        let (eval_loss, eval_accuracy) = test_lines(&eval);
         assert_eq!(eval_accuracy, accuracy, "{backend}");
         assert!(
             (eval_loss - loss).abs() <= 1e-5 * loss,

@@ -1,40 +1,18 @@
-//! Turning MNIST bytes into the tensors the model reads.
+//! Turning MNIST bytes into what the engines read.
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 
 use super::idx::{COLS, PIXELS, ROWS};
 use super::mnist::Split;
 
-/// Images scaled to [0, 1] as `[n, 1, 28, 28]`, and their labels.
-pub struct Batch {
-    pub images: Tensor<4>,
-    pub labels: Tensor<1, Int>,
-}
-
-impl Batch {
-    /// The items of `split` at `indices`, in that order.
-    pub fn gather(split: &Split, indices: &[usize], device: &Device) -> Batch {
-        let labels: Vec<i64> = indices
-            .iter()
-            .map(|&i| i64::from(split.labels[i]))
-            .collect();
-        Batch {
-            images: images_tensor(Batch::pixels(split, indices), device),
-            labels: Tensor::from_data(TensorData::new(labels, [indices.len()]), device),
-        }
+/// The images of `split` at `indices`, in that order, scaled to [0, 1] (pixels / 255, as
+/// Keras's example), 784 values each.
+pub fn pixels(split: &Split, indices: &[usize]) -> Vec<f32> {
+    let mut pixels = Vec::with_capacity(indices.len() * PIXELS);
+    for &i in indices {
+        pixels.extend(split.image(i).iter().map(|&p| f32::from(p) / 255.0));
     }
-}
-
-impl Batch {
-    /// The images of `split` at `indices`, scaled to [0, 1] (pixels / 255, as Keras's
-    /// example), 784 values each.
-    pub fn pixels(split: &Split, indices: &[usize]) -> Vec<f32> {
-        let mut pixels = Vec::with_capacity(indices.len() * PIXELS);
-        for &i in indices {
-            pixels.extend(split.image(i).iter().map(|&p| f32::from(p) / 255.0));
-        }
-        pixels
-    }
+    pixels
 }
 
 /// Pixels already scaled to [0, 1], 784 per image, as a `[n, 1, 28, 28]` tensor.

@@ -370,24 +370,15 @@ mod tests {
         let g1 = |t: &Tensor<1>| values(t.grad(&grads).unwrap());
         (
             loss_value,
-            Params {
-                conv1: Weights {
-                    weight: g4(&w1),
-                    bias: g1(&b1),
-                },
-                conv2: Weights {
-                    weight: g4(&w2),
-                    bias: g1(&b2),
-                },
-                dense1: Weights {
-                    weight: g2(&w3),
-                    bias: g1(&b3),
-                },
-                dense2: Weights {
-                    weight: g2(&w4),
-                    bias: g1(&b4),
-                },
-            },
+            Params::from_layers(
+                [
+                    (g4(&w1), g1(&b1)),
+                    (g4(&w2), g1(&b2)),
+                    (g2(&w3), g1(&b3)),
+                    (g2(&w4), g1(&b4)),
+                ]
+                .map(|(weight, bias)| Weights { weight, bias }),
+            ),
         )
     }
 
