@@ -28,6 +28,8 @@ const OLD_MAGIC: &[u8; 8] = b"MNISTCKP";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Checkpoint {
+    /// The epochs the run was asked for, and those it has finished.
+    pub epochs: u32,
     pub epochs_done: u32,
     pub seed: u64,
     pub batch: u32,
@@ -67,8 +69,9 @@ impl Checkpoint {
                 tensors.push(f32_tensor(format!("{group}.{name}"), shape, None, values));
             }
         }
-        let scalars: [(&str, Scalar); 7] = [
+        let scalars: [(&str, Scalar); 8] = [
             ("version", VERSION.into()),
+            ("epochs", self.epochs.into()),
             ("epochs_done", self.epochs_done.into()),
             ("seed", self.seed.into()),
             ("batch", self.batch.into()),
@@ -112,6 +115,7 @@ impl Checkpoint {
         }
         let header = (|| {
             Some((
+                scalar(scalars, "epochs")?,
                 scalar(scalars, "epochs_done")?,
                 scalar(scalars, "seed")?,
                 scalar(scalars, "batch")?,
@@ -120,7 +124,7 @@ impl Checkpoint {
                 scalar(scalars, "test_len")?,
             ))
         })();
-        let (epochs_done, seed, batch, lr, train_len, test_len) =
+        let (epochs, epochs_done, seed, batch, lr, train_len, test_len) =
             header.ok_or_else(|| fail("its numbers are missing or out of range"))?;
         let group = |group: &str| {
             Params::from_named(|name, shape| {
@@ -142,6 +146,7 @@ impl Checkpoint {
             .cloned()
             .ok_or_else(|| fail("no history"))?;
         Ok(Checkpoint {
+            epochs,
             epochs_done,
             seed,
             batch,
@@ -205,6 +210,7 @@ mod tests {
         state.accumulators.grad.dense2.bias[3] = 0.25;
         state.accumulators.update.conv1.weight[0] = -1.5;
         Checkpoint {
+            epochs: 12,
             epochs_done: 3,
             seed: 42,
             batch: 128,

@@ -3,15 +3,16 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::data::{DEFAULT_MIRRORS, DataSource, Fetcher};
+use crate::download::DownloadOptions;
 use crate::engine::Backend;
 use crate::error::{Error, Result};
 use crate::eval::EvalOptions;
 use crate::predict::PredictOptions;
 use crate::progress::Verbosity;
-use crate::train::{FitConfig, TrainOptions};
+use crate::train::{RunParams, TrainOptions};
 
 const AFTER_HELP: &str = "\
 Exit status: 0 success, 1 runtime failure (bad data or model file, network, I/O),
@@ -24,7 +25,9 @@ Examples:
   mnist-cnn eval model.bin               report loss and accuracy on the 10,000 test images
   mnist-cnn eval model.bin --report --errors errors.png
                                          confusion matrix, and a sheet of the misread digits
-  mnist-cnn predict model.bin digit.jpg  read your own handwriting";
+  mnist-cnn predict model.bin digit.jpg  read your own handwriting
+  mnist-cnn download --data-dir ~/mnist  fetch and verify the data only (--check: offline report)
+  mnist-cnn train --resume model.bin.ckpt   finish an interrupted run";
 
 /// Train, evaluate and use the classic Keras MNIST convnet, natively.
 ///
@@ -52,6 +55,28 @@ pub enum Command {
     Predict(PredictArgs),
     /// Print the network's layers, output shapes and parameter counts, Keras-style.
     Summary,
+    /// Fetch and verify the four MNIST files into the data directory without training, or
+    /// with --check report what it holds without any network. For preparing an offline
+    /// machine or a CI cache.
+    Download(DownloadArgs),
+    /// Print a shell completion script: `mnist-cnn completions bash > ~/.local/share/bash-completion/completions/mnist-cnn`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `mnist-cnn man > mnist-cnn.1`.
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    /// Only report each file (canonical MNIST, another valid IDX file, corrupt, missing); no
+    /// network. Exit status 1 when any is missing or corrupt.
+    #[arg(long)]
+    pub check: bool,
+
+    #[command(flatten)]
+    pub data: DataArgs,
 }
 
 #[derive(Debug, Args)]
@@ -81,22 +106,24 @@ pub struct PredictArgs {
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// Passes over the training set.
-    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..))]
-    pub epochs: u32,
+    /// Passes over the training set [default: 12; resuming: the checkpoint's, and a larger
+    /// number extends the run].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub epochs: Option<u32>,
 
-    /// Images per gradient step.
-    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
-    pub batch: u32,
+    /// Images per gradient step [default: 128; resuming: the checkpoint's].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch: Option<u32>,
 
-    /// Adadelta learning rate (Keras's default is 1.0; rho 0.95 and epsilon 1e-7 are fixed).
-    #[arg(long, default_value_t = 1.0)]
-    pub lr: f64,
+    /// Adadelta learning rate [default: 1.0, Keras's; resuming: the checkpoint's]. Rho 0.95
+    /// and epsilon 1e-7 are fixed.
+    #[arg(long)]
+    pub lr: Option<f64>,
 
-    /// Seed for weight initialisation, shuffling and dropout. The same seed on the same
-    /// machine gives a byte-identical model file.
-    #[arg(long, default_value_t = 1337)]
-    pub seed: u64,
+    /// Seed for weight initialisation, shuffling and dropout [default: 1337; resuming: the
+    /// checkpoint's]. The same seed on the same machine gives a byte-identical model file.
+    #[arg(long)]
+    pub seed: Option<u64>,
 
     /// Train on only the first N training images.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -112,9 +139,10 @@ pub struct TrainArgs {
     #[arg(long, short, value_name = "PATH")]
     pub out: Option<PathBuf>,
 
-    /// Continue an interrupted run from its checkpoint (PATH.ckpt). Seed, batch size and
-    /// learning rate come from the checkpoint; with them the result is byte-identical to a
-    /// run that was never interrupted.
+    /// Continue an interrupted run from its checkpoint (PATH.ckpt). Epochs, seed, batch size,
+    /// learning rate and the data limits come from the checkpoint (given ones must agree,
+    /// except a larger --epochs); the result is byte-identical to a run that was never
+    /// interrupted.
     #[arg(long, value_name = "CHECKPOINT")]
     pub resume: Option<PathBuf>,
 
@@ -155,6 +183,11 @@ pub struct EvalArgs {
     /// Draw the misclassified test digits, each labelled true→predicted, into a PNG.
     #[arg(long, value_name = "PNG")]
     pub errors: Option<PathBuf>,
+
+    /// Print one JSON object (loss, accuracy, count; with --report the confusion matrix and
+    /// per-class figures) instead of text.
+    #[arg(long)]
+    pub json: bool,
 
     #[command(flatten)]
     pub compute: ComputeArgs,
@@ -260,10 +293,21 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         Command::Predict(args) => crate::predict::run(&args.options(), out),
         Command::Summary => {
             let model = crate::model::Model::new(&burn::tensor::Device::flex(), 0);
-            writeln!(out, "{}", model.summary())
-                .map_err(|e| Error::io("cannot write to", "stdout", e))
+            writeln!(out, "{}", model.summary()).map_err(write_err)
         }
+        Command::Download(args) => crate::download::run(&args.options(), out),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "mnist-cnn", out);
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(out)
+            .map_err(write_err),
     }
+}
+
+fn write_err(e: std::io::Error) -> Error {
+    Error::io("cannot write to", "stdout", e)
 }
 
 /// `Some(n)` as a count, for the `--limit-*` options.
@@ -274,23 +318,22 @@ fn limit(value: Option<u64>) -> Option<usize> {
 impl TrainArgs {
     /// The validated options; checks what clap cannot express.
     pub fn options(&self) -> Result<TrainOptions> {
-        if !(self.lr.is_finite() && self.lr > 0.0) {
+        if let Some(lr) = self.lr.filter(|lr| !(lr.is_finite() && *lr > 0.0)) {
             return Err(Error::Usage(format!(
-                "--lr must be a positive number, not {}",
-                self.lr
+                "--lr must be a positive number, not {lr}"
             )));
         }
         Ok(TrainOptions {
-            fit: FitConfig {
-                epochs: self.epochs as usize,
-                batch: self.batch as usize,
+            given: RunParams {
+                epochs: self.epochs.map(|n| n as usize),
+                batch: self.batch.map(|n| n as usize),
                 lr: self.lr,
                 seed: self.seed,
-                verbosity: Verbosity::from_level(self.verbose),
-                interactive: std::io::stdout().is_terminal(),
+                limit_train: limit(self.limit_train),
+                limit_test: limit(self.limit_test),
             },
-            limit_train: limit(self.limit_train),
-            limit_test: limit(self.limit_test),
+            verbosity: Verbosity::from_level(self.verbose),
+            interactive: std::io::stdout().is_terminal(),
             out: self.out.clone(),
             resume: self.resume.clone(),
             plot: self.plot.clone(),
@@ -301,6 +344,15 @@ impl TrainArgs {
     }
 }
 
+impl DownloadArgs {
+    pub fn options(&self) -> DownloadOptions {
+        DownloadOptions {
+            data: self.data.source(),
+            check: self.check,
+        }
+    }
+}
+
 impl EvalArgs {
     pub fn options(&self) -> EvalOptions {
         EvalOptions {
@@ -308,6 +360,7 @@ impl EvalArgs {
             limit_test: limit(self.limit_test),
             report: self.report,
             errors: self.errors.clone(),
+            json: self.json,
             backend: self.compute.backend.into(),
             data: self.data.source(),
         }

@@ -18,9 +18,14 @@ pub enum Error {
     #[error("{}: {fault}", path.display())]
     Idx { path: PathBuf, fault: IdxFault },
 
-    /// No mirror delivered a valid copy of a data file.
-    #[error("could not get {file}: {reason}")]
-    Download { file: String, reason: String },
+    /// No mirror delivered a valid copy of a data file: each mirror's reason, then what to do.
+    #[error("{}", download_message(file, dir, tried))]
+    Download {
+        file: String,
+        dir: PathBuf,
+        /// "URL: reason" per mirror tried.
+        tried: Vec<String>,
+    },
 
     /// A model file that cannot be read or does not fit this model.
     #[error("cannot load model {}: {reason}", path.display())]
@@ -58,6 +63,22 @@ pub enum Error {
     /// Stopped by Ctrl-C; the message says what was kept and how to go on.
     #[error("{0}")]
     Interrupted(String),
+}
+
+fn download_message(file: &str, dir: &std::path::Path, tried: &[String]) -> String {
+    let mut text = format!("could not download {file} into {}; tried:", dir.display());
+    if tried.is_empty() {
+        text.push_str(" no mirror (give one with --mirror)");
+    }
+    for reason in tried {
+        text.push_str(&format!("\n  {reason}"));
+    }
+    text.push_str(
+        "\nwithout network: --data-dir DIR (or MNIST_DATA_DIR=DIR) for a directory holding the \
+         four MNIST .gz files,\nor --mirror file:///DIR/; `mnist-cnn download --data-dir DIR` \
+         fetches and checks them where there is network",
+    );
+    text
 }
 
 impl Error {

@@ -83,23 +83,71 @@ pub fn report(counts: &[[usize; NUM_CLASSES]; NUM_CLASSES]) -> String {
         out.push('\n');
     }
     out.push_str("\ndigit  precision  recall  support\n");
-    for d in 0..NUM_CLASSES {
-        let support: usize = counts[d].iter().sum();
-        let predicted: usize = counts.iter().map(|row| row[d]).sum();
-        let ratio = |n: usize, of: usize| {
-            if of == 0 {
-                "     n/a".to_string()
-            } else {
-                format!("{:>8.4}", n as f64 / of as f64)
-            }
-        };
+    let ratio = |r: Option<f64>| r.map_or("     n/a".to_string(), |r| format!("{r:>8.4}"));
+    for c in per_class(counts) {
         out.push_str(&format!(
-            "{d:>5}   {}{}  {support:>7}\n",
-            ratio(counts[d][d], predicted),
-            ratio(counts[d][d], support)
+            "{:>5}   {}{}  {:>7}\n",
+            c.digit,
+            ratio(c.precision),
+            ratio(c.recall),
+            c.support
         ));
     }
     out
+}
+
+/// One digit's figures in a confusion matrix; a ratio over nothing is `None`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClassFigures {
+    pub digit: usize,
+    pub precision: Option<f64>,
+    pub recall: Option<f64>,
+    pub support: usize,
+}
+
+/// Precision, recall and support of each digit.
+pub fn per_class(counts: &[[usize; NUM_CLASSES]; NUM_CLASSES]) -> Vec<ClassFigures> {
+    let ratio = |n: usize, of: usize| (of > 0).then(|| n as f64 / of as f64);
+    (0..NUM_CLASSES)
+        .map(|d| {
+            let support: usize = counts[d].iter().sum();
+            let predicted: usize = counts.iter().map(|row| row[d]).sum();
+            ClassFigures {
+                digit: d,
+                precision: ratio(counts[d][d], predicted),
+                recall: ratio(counts[d][d], support),
+                support,
+            }
+        })
+        .collect()
+}
+
+/// The evaluation as one JSON object; with `counts`, the confusion matrix and per-class figures.
+pub fn to_json(
+    result: &Evaluation,
+    count: usize,
+    counts: Option<&[[usize; NUM_CLASSES]; NUM_CLASSES]>,
+) -> serde_json::Value {
+    let mut json = serde_json::json!({
+        "count": count,
+        "loss": result.loss,
+        "accuracy": result.accuracy,
+    });
+    if let Some(counts) = counts {
+        json["confusion"] = serde_json::json!(counts);
+        json["per_class"] = per_class(counts)
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "digit": c.digit,
+                    "precision": c.precision,
+                    "recall": c.recall,
+                    "support": c.support,
+                })
+            })
+            .collect();
+    }
+    json
 }
 
 /// Misclassified digits per row of the error sheet.
@@ -157,6 +205,8 @@ pub struct EvalOptions {
     pub report: bool,
     /// Draw the misclassified digits into this PNG.
     pub errors: Option<PathBuf>,
+    /// One JSON object instead of text.
+    pub json: bool,
     pub backend: Backend,
     pub data: DataSource,
 }
@@ -175,16 +225,23 @@ pub fn run(opts: &EvalOptions, out: &mut dyn Write) -> Result<()> {
         return Err(Error::Usage("the test set is empty".into()));
     }
     let write_err = |e| Error::io("cannot write to", "stdout", e);
-    writeln!(out, "{} test samples", test.len()).map_err(write_err)?;
     let (result, predictions) = score(net.as_ref(), &test);
-    writeln!(out, "{}", result.report()).map_err(write_err)?;
-    if opts.report {
-        let table = report(&confusion(&test.labels, &predictions));
-        write!(out, "\n{table}").map_err(write_err)?;
+    let counts = opts.report.then(|| confusion(&test.labels, &predictions));
+    if opts.json {
+        let json = to_json(&result, test.len(), counts.as_ref());
+        writeln!(out, "{json}").map_err(write_err)?;
+    } else {
+        writeln!(out, "{} test samples", test.len()).map_err(write_err)?;
+        writeln!(out, "{}", result.report()).map_err(write_err)?;
+        if let Some(counts) = &counts {
+            write!(out, "\n{}", report(counts)).map_err(write_err)?;
+        }
     }
     if let Some(path) = &opts.errors {
         error_sheet(&test, &predictions).save_png(path)?;
-        writeln!(out, "Misclassified digits drawn in {}", path.display()).map_err(write_err)?;
+        if !opts.json {
+            writeln!(out, "Misclassified digits drawn in {}", path.display()).map_err(write_err)?;
+        }
     }
     Ok(())
 }
@@ -215,6 +272,23 @@ mod tests {
         assert_eq!(line("    2   "), "    2     0.5000  1.0000        1");
         assert_eq!(line("    3   "), "    3        n/a     n/a        0");
         assert!(text.contains("    0     1     1     0     0"));
+        // The same figures as JSON, a ratio over nothing as null.
+        let json = to_json(
+            &Evaluation {
+                loss: 0.5,
+                accuracy: 4.0 / 6.0,
+            },
+            6,
+            Some(&counts),
+        );
+        assert_eq!(json["count"], 6);
+        assert_eq!(
+            json["confusion"][1],
+            serde_json::json!([0, 2, 1, 0, 0, 0, 0, 0, 0, 0])
+        );
+        assert_eq!(json["per_class"][2]["precision"], 0.5);
+        assert_eq!(json["per_class"][3]["recall"], serde_json::Value::Null);
+        assert_eq!(json["per_class"][1]["support"], 3);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod data;
+pub mod download;
 pub mod engine;
 pub mod error;
 pub mod eval;

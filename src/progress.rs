@@ -176,6 +176,16 @@ impl<W: Write> EpochPrinter<W> {
         self.out.flush()
     }
 
+    /// When the epoch stops early: end a bar drawn in place, so that what follows (the
+    /// interruption message on stderr) starts on its own line.
+    pub fn abandon(&mut self) -> std::io::Result<()> {
+        if self.drawn_width > 0 {
+            writeln!(self.out)?;
+            self.drawn_width = 0;
+        }
+        self.out.flush()
+    }
+
     fn redraw(&mut self, line: &str) -> std::io::Result<()> {
         // Pad over a longer previous line so no stale characters stay on screen.
         let pad = self.drawn_width.saturating_sub(line.len());
@@ -274,6 +284,28 @@ mod tests {
             text.ends_with("\n") && text.matches('\r').count() == 2,
             "{text:?}"
         );
+    }
+
+    #[test]
+    fn an_abandoned_bar_ends_its_line_and_only_a_drawn_one() {
+        let mut bar = Progbar::new(256);
+        let mut buf = Vec::new();
+        {
+            let mut printer = EpochPrinter::new(&mut buf, Verbosity::Bar, true);
+            bar.update(128, &[("loss", 1.0)]);
+            printer.batch(&bar).unwrap();
+            printer.abandon().unwrap();
+        }
+        let text = String::from_utf8(buf).unwrap();
+        assert!(
+            text.starts_with("\r128/256 [") && text.ends_with("\n"),
+            "{text:?}"
+        );
+        let mut buf = Vec::new();
+        EpochPrinter::new(&mut buf, Verbosity::Bar, false)
+            .abandon()
+            .unwrap();
+        assert!(buf.is_empty());
     }
 
     #[test]

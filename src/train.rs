@@ -24,15 +24,16 @@ use crate::metrics::RunningMeans;
 use crate::model::Model;
 use crate::network::SIDE;
 use crate::progress::{EpochPrinter, Progbar, Verbosity};
-use crate::{fsutil, interrupt, notes};
+use crate::{fsutil, interrupt};
 
 /// What `train` is asked to do.
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
-    pub fit: FitConfig,
-    /// Only the first N training / test images.
-    pub limit_train: Option<usize>,
-    pub limit_test: Option<usize>,
+    /// The run's numbers as given; when resuming, those left out come from the checkpoint.
+    pub given: RunParams,
+    pub verbosity: Verbosity,
+    /// Redraw the bar in place (stdout is a terminal).
+    pub interactive: bool,
     /// Where the model goes; `None`: `model.bin`, or beside the checkpoint when resuming.
     pub out: Option<PathBuf>,
     /// Continue from this checkpoint.
@@ -44,6 +45,24 @@ pub struct TrainOptions {
     pub backend: Backend,
     pub data: DataSource,
 }
+
+/// What defines a run, each as given on the command line (`None`: not given).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RunParams {
+    pub epochs: Option<usize>,
+    pub batch: Option<usize>,
+    pub lr: Option<f64>,
+    pub seed: Option<u64>,
+    /// Only the first N training / test images.
+    pub limit_train: Option<usize>,
+    pub limit_test: Option<usize>,
+}
+
+/// Keras's `mnist_cnn.py`: 12 epochs of batches of 128, Adadelta's lr 1.0.
+pub const DEFAULT_EPOCHS: usize = 12;
+pub const DEFAULT_BATCH: usize = 128;
+pub const DEFAULT_LR: f64 = 1.0;
+pub const DEFAULT_SEED: u64 = 1337;
 
 /// How to train, besides the data.
 #[derive(Debug, Clone)]
@@ -136,6 +155,7 @@ impl Fit<'_> {
         let mut means = RunningMeans::default();
         for (step, chunk) in order.chunks(self.config.batch).enumerate() {
             if self.stop.load(Ordering::SeqCst) {
+                printer.abandon().map_err(log_err)?;
                 return Err(self.interrupted(epoch, run.epochs_done()));
             }
             let labels: Vec<u8> = chunk.iter().map(|&i| train.labels[i]).collect();
@@ -193,6 +213,7 @@ impl Fit<'_> {
         });
         if let Some(path) = &self.files.checkpoint {
             let checkpoint = Checkpoint {
+                epochs: self.config.epochs as u32,
                 epochs_done: run.epochs_done() as u32,
                 seed: self.config.seed,
                 batch: self.config.batch as u32,
@@ -217,7 +238,7 @@ impl Fit<'_> {
         let head = format!("interrupted in epoch {epoch} of {}", self.config.epochs);
         Error::Interrupted(match &self.files.checkpoint {
             Some(path) if done > 0 => format!(
-                "{head}; {} holds epoch {done}: continue with `mnist-cnn train --resume {}` and the same options",
+                "{head}; {} holds epoch {done}: continue with `mnist-cnn train --resume {}`",
                 path.display(),
                 path.display()
             ),
@@ -230,15 +251,82 @@ fn log_err(e: std::io::Error) -> Error {
     Error::io("cannot write the log to", "stdout", e)
 }
 
-/// Restores a run from its checkpoint onto `backend`, checking it fits this data and these
-/// options; the checkpoint's seed, batch size and learning rate replace `config`'s.
-pub fn resume(
+/// The run's numbers: as given, else from the checkpoint being resumed (`ckpt`, read from
+/// its path), else the defaults; and the two data limits. Given numbers that contradict the
+/// checkpoint are usage errors, except `--epochs` above its target, which extends the run.
+pub fn resolve(
+    opts: &TrainOptions,
+    ckpt: Option<(&Path, &Checkpoint)>,
+) -> Result<(FitConfig, Option<usize>, Option<usize>)> {
+    let given = &opts.given;
+    let mut config = FitConfig {
+        epochs: given.epochs.unwrap_or(DEFAULT_EPOCHS),
+        batch: given.batch.unwrap_or(DEFAULT_BATCH),
+        lr: given.lr.unwrap_or(DEFAULT_LR),
+        seed: given.seed.unwrap_or(DEFAULT_SEED),
+        verbosity: opts.verbosity,
+        interactive: opts.interactive,
+    };
+    let Some((path, ckpt)) = ckpt else {
+        return Ok((config, given.limit_train, given.limit_test));
+    };
+    let contradiction = |flag: &str, value: String, theirs: String| {
+        Error::Usage(format!(
+            "{flag} {value} contradicts {}, which was made with {flag} {theirs}; leave it out to continue that run",
+            path.display()
+        ))
+    };
+    let held = [
+        (
+            "--batch",
+            given.batch.map(|b| b as f64),
+            f64::from(ckpt.batch),
+        ),
+        ("--lr", given.lr, ckpt.lr),
+        ("--seed", given.seed.map(|s| s as f64), ckpt.seed as f64),
+    ];
+    for (flag, value, theirs) in held {
+        if let Some(value) = value.filter(|v| *v != theirs) {
+            return Err(contradiction(flag, value.to_string(), theirs.to_string()));
+        }
+    }
+    let target = ckpt.epochs as usize;
+    config.epochs = match given.epochs {
+        Some(epochs) if epochs < target => {
+            return Err(contradiction(
+                "--epochs",
+                epochs.to_string(),
+                target.to_string(),
+            ));
+        }
+        Some(epochs) => epochs,
+        None => target,
+    };
+    if ckpt.epochs_done as usize >= config.epochs {
+        return Err(Error::Usage(format!(
+            "{} already holds all {} epochs; pass --epochs above that to train further",
+            path.display(),
+            ckpt.epochs_done
+        )));
+    }
+    (config.batch, config.lr, config.seed) = (ckpt.batch as usize, ckpt.lr, ckpt.seed);
+    // The checkpoint's set sizes are its limits; given ones are checked against the data.
+    let limit = |given: Option<usize>, len: u64| given.or(usize::try_from(len).ok());
+    let limits = (
+        limit(given.limit_train, ckpt.train_len),
+        limit(given.limit_test, ckpt.test_len),
+    );
+    Ok((config, limits.0, limits.1))
+}
+
+/// The run held by the checkpoint `ckpt` (read from `path`), restored onto `backend`, once
+/// the data is checked to be what it was made with.
+pub fn restore(
     path: &Path,
-    config: &mut FitConfig,
+    ckpt: Checkpoint,
     (train, test): (&Split, &Split),
     backend: Backend,
 ) -> Result<Run> {
-    let ckpt = Checkpoint::load(path)?;
     if (ckpt.train_len, ckpt.test_len) != (train.len() as u64, test.len() as u64) {
         return Err(Error::Usage(format!(
             "{} was made with {} training and {} test images, not {} and {}; pass the same --limit-train/--limit-test",
@@ -248,22 +336,6 @@ pub fn resume(
             train.len(),
             test.len()
         )));
-    }
-    if ckpt.epochs_done as usize >= config.epochs {
-        return Err(Error::Usage(format!(
-            "{} already holds {} epochs; pass --epochs above that to train further",
-            path.display(),
-            ckpt.epochs_done
-        )));
-    }
-    if (ckpt.seed, ckpt.batch as usize, ckpt.lr) != (config.seed, config.batch, config.lr) {
-        notes::note(format_args!(
-            "continuing with the checkpoint's --seed {} --batch {} --lr {}",
-            ckpt.seed, ckpt.batch, ckpt.lr
-        ));
-        config.seed = ckpt.seed;
-        config.batch = ckpt.batch as usize;
-        config.lr = ckpt.lr;
     }
     let history = history::from_csv(&ckpt.history)
         .ok()
@@ -297,10 +369,14 @@ pub fn run(opts: &TrainOptions, out: &mut dyn Write) -> Result<()> {
         fsutil::check_writable_target(plot)?;
     }
     opts.backend.device()?;
-    let (train, test) = load_data(opts)?;
-    let mut config = opts.fit.clone();
-    let mut run = match &opts.resume {
-        Some(path) => resume(path, &mut config, (&train, &test), opts.backend)?,
+    let ckpt = match &opts.resume {
+        Some(path) => Some((path.as_path(), Checkpoint::load(path)?)),
+        None => None,
+    };
+    let (config, limit_train, limit_test) = resolve(opts, ckpt.as_ref().map(|(p, c)| (*p, c)))?;
+    let (train, test) = load_data(&opts.data, (limit_train, limit_test))?;
+    let mut run = match ckpt {
+        Some((path, ckpt)) => restore(path, ckpt, (&train, &test), opts.backend)?,
         None => Run::new(opts.backend, config.seed)?,
     };
     write_header(out, opts.summary, &config, (&train, &test))?;
@@ -330,9 +406,12 @@ pub fn run(opts: &TrainOptions, out: &mut dyn Write) -> Result<()> {
 }
 
 /// The training and test sets, as limited; an error when either is empty.
-fn load_data(opts: &TrainOptions) -> Result<(Split, Split)> {
-    let train = opts.data.load(Part::Train, opts.limit_train)?;
-    let test = opts.data.load(Part::Test, opts.limit_test)?;
+fn load_data(
+    data: &DataSource,
+    (train, test): (Option<usize>, Option<usize>),
+) -> Result<(Split, Split)> {
+    let train = data.load(Part::Train, train)?;
+    let test = data.load(Part::Test, test)?;
     if train.is_empty() || test.is_empty() {
         return Err(Error::Usage(format!(
             "nothing to train on: {} training and {} test images",
@@ -368,6 +447,7 @@ mod tests {
     use super::*;
     use crate::data::Fetcher;
     use crate::network::Params;
+    use crate::progress::Verbosity;
 
     fn subset(train: usize, test: usize) -> (Split, Split) {
         let source = DataSource {
@@ -427,11 +507,9 @@ mod tests {
 
             let path = files.checkpoint.as_deref().unwrap();
             for other in [Backend::Cpu, Backend::Flex] {
-                let mut more = FitConfig {
-                    epochs: 2,
-                    ..config.clone()
-                };
-                let resumed = resume(path, &mut more, (&train, &test), other).unwrap();
+                let ckpt = Checkpoint::load(path).unwrap();
+                assert_eq!((ckpt.epochs, ckpt.epochs_done), (1, 1));
+                let resumed = restore(path, ckpt, (&train, &test), other).unwrap();
                 assert_eq!(resumed.trainer.backend(), other);
                 assert_eq!(resumed.epochs_done(), 1);
                 assert_eq!(
@@ -441,6 +519,113 @@ mod tests {
                 );
             }
         }
+    }
+
+    fn options(given: RunParams) -> TrainOptions {
+        TrainOptions {
+            given,
+            verbosity: Verbosity::Silent,
+            interactive: false,
+            out: None,
+            resume: None,
+            plot: None,
+            summary: false,
+            backend: Backend::Cpu,
+            data: DataSource {
+                dir: "data".into(),
+                fetcher: Fetcher::default(),
+            },
+        }
+    }
+
+    /// Resuming takes every number left out from the checkpoint, refuses given ones that
+    /// contradict it, and lets --epochs extend the run.
+    #[test]
+    fn resuming_takes_the_checkpoints_numbers_and_refuses_contradictions() {
+        let ckpt = Checkpoint {
+            epochs: 3,
+            epochs_done: 1,
+            seed: 11,
+            batch: 64,
+            lr: 0.5,
+            train_len: 1000,
+            test_len: 200,
+            state: TrainerState::fresh(11),
+            history: String::new(),
+        };
+        let path = Path::new("m.bin.ckpt");
+        let at = Some((path, &ckpt));
+        let (config, train, test) = resolve(&options(RunParams::default()), at).unwrap();
+        let got = (
+            config.epochs,
+            config.batch,
+            config.lr,
+            config.seed,
+            train,
+            test,
+        );
+        assert_eq!(got, (3, 64, 0.5, 11, Some(1000), Some(200)));
+        // Repeating the checkpoint's own numbers is fine; more epochs extend the run.
+        let same = RunParams {
+            epochs: Some(5),
+            batch: Some(64),
+            lr: Some(0.5),
+            seed: Some(11),
+            limit_train: Some(1000),
+            limit_test: None,
+        };
+        assert_eq!(resolve(&options(same), at).unwrap().0.epochs, 5);
+        let none = RunParams::default();
+        for (flag, given) in [
+            (
+                "--batch 128",
+                RunParams {
+                    batch: Some(128),
+                    ..none
+                },
+            ),
+            (
+                "--lr 1",
+                RunParams {
+                    lr: Some(1.0),
+                    ..none
+                },
+            ),
+            (
+                "--seed 12",
+                RunParams {
+                    seed: Some(12),
+                    ..none
+                },
+            ),
+            (
+                "--epochs 2",
+                RunParams {
+                    epochs: Some(2),
+                    ..none
+                },
+            ),
+        ] {
+            let err = resolve(&options(given), at).unwrap_err();
+            assert!(matches!(err, Error::Usage(_)), "{err}");
+            assert!(
+                err.to_string().starts_with(&format!("{flag} contradicts")),
+                "{err}"
+            );
+        }
+        // A finished run needs --epochs above its own to go on.
+        let done = Checkpoint {
+            epochs_done: 3,
+            ..ckpt.clone()
+        };
+        let err = resolve(&options(none), Some((path, &done))).unwrap_err();
+        assert!(err.to_string().contains("pass --epochs above"), "{err}");
+        // Without a checkpoint: the defaults, and the limits as given.
+        let (config, train, _) = resolve(&options(none), None).unwrap();
+        assert_eq!(
+            (config.epochs, config.batch, config.seed, train),
+            (12, 128, 1337, None)
+        );
     }
 
     #[test]

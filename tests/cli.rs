@@ -532,7 +532,11 @@ fn downloads_from_a_file_mirror_and_refuses_non_canonical_bytes() {
         .arg(format!("file://{}/", subset_dir().display()))
         .arg("--out")
         .arg(dir.path().join("m.bin"));
-    fails_with_one_line(&mut c, 1, "checksum mismatch");
+    let out = c.assert().code(1).get_output().clone();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    // The download error: the file, the mirror's reason, what to do (see the offline test).
+    assert!(stderr.starts_with("error: could not download "), "{stderr}");
+    assert!(stderr.contains(": checksum mismatch: SHA-256 "), "{stderr}");
     let left: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
 }
@@ -666,4 +670,206 @@ fn predict_reads_pictures_and_idx_and_reports_bad_files_without_stopping() {
     assert!(text.starts_with(&format!("{}: ", good.display())) && text.contains("runner-up"));
     // An IDX file needs --index.
     fails_with_one_line(cmd().arg("predict").arg(&model).arg(&idx), 1, "--index");
+}
+
+/// A first run on a machine without network: a short message that says how to go on, fast.
+#[test]
+fn offline_first_run_says_how_to_go_on_in_a_few_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    // Bound, then closed: a mirror that refuses; and a name that never resolves.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mirrors = [
+        "http://mnist.invalid/".to_string(),
+        format!("http://127.0.0.1:{port}/mnist/"),
+    ];
+    let start = std::time::Instant::now();
+    let out = cmd()
+        .current_dir(dir.path())
+        .arg("train")
+        .args(mirrors.iter().flat_map(|m| ["--mirror", m.as_str()]))
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let elapsed = start.elapsed();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(lines.len() <= 6, "{} lines:\n{stderr}", lines.len());
+    assert!(
+        lines[0].starts_with("error: could not download "),
+        "{stderr}"
+    );
+    for mirror in &mirrors {
+        assert_eq!(
+            stderr.matches(mirror.as_str()).count(),
+            1,
+            "{mirror}: {stderr}"
+        );
+    }
+    assert!(stderr.contains("connection refused"), "{stderr}");
+    assert!(stderr.contains("--data-dir") && stderr.contains("--mirror file:///"));
+    assert!(stderr.contains("MNIST_DATA_DIR") && stderr.contains("mnist-cnn download"));
+    // Under 2 s on an idle machine; the bound is generous for a loaded one.
+    assert!(elapsed < std::time::Duration::from_secs(10), "{elapsed:?}");
+    assert!(!dir.path().join("model.bin").exists());
+}
+
+#[test]
+fn download_check_reports_each_file_without_network() {
+    // The committed subset: valid IDX files, not MNIST's own.
+    let out = cmd()
+        .args([
+            "download",
+            "--check",
+            "--mirror",
+            "http://mnist.invalid/",
+            "--data-dir",
+        ])
+        .arg(subset_dir())
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 4, "{stdout}");
+    assert!(
+        stdout.contains(
+            "train-images-idx3-ubyte.gz: a valid IDX file but not MNIST's own, 3000 images"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "t10k-labels-idx1-ubyte.gz: a valid IDX file but not MNIST's own, 1000 labels"
+        )
+    );
+
+    // A corrupted copy: one file cut short, one missing.
+    let dir = tempfile::tempdir().unwrap();
+    copy_subset(dir.path());
+    let images = dir.path().join("t10k-images-idx3-ubyte.gz");
+    let bytes = std::fs::read(&images).unwrap();
+    std::fs::write(&images, &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::remove_file(dir.path().join("train-labels-idx1-ubyte.gz")).unwrap();
+    let out = cmd()
+        .args(["download", "--check", "--data-dir"])
+        .arg(dir.path())
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stdout.contains("train-labels-idx1-ubyte.gz: missing"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("t10k-images-idx3-ubyte.gz: corrupt: "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("train-images-idx3-ubyte.gz: a valid IDX file"),
+        "{stdout}"
+    );
+    assert!(stderr.starts_with("error: 2 of 4 files in "), "{stderr}");
+
+    // An empty directory: four missing files, and nothing fetched.
+    let empty = tempfile::tempdir().unwrap();
+    let out = cmd()
+        .args(["download", "--check", "--data-dir"])
+        .arg(empty.path())
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.matches(": missing\n").count(), 4, "{stdout}");
+    assert_eq!(std::fs::read_dir(empty.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn download_fills_a_directory_from_a_mirror_and_then_has_nothing_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("mnist");
+    let mirror = format!("file://{}/", subset_dir().display());
+    // The subset is not canonical MNIST, so a verified download refuses it: nothing cached.
+    let out = cmd()
+        .args(["download", "--mirror", &mirror, "--data-dir"])
+        .arg(&data)
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("checksum mismatch"), "{stderr}");
+    assert_eq!(std::fs::read_dir(&data).unwrap().count(), 0);
+    // Files already there are reported, not fetched again.
+    copy_subset(&data);
+    let out = cmd()
+        .args([
+            "download",
+            "--mirror",
+            "http://mnist.invalid/",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.matches("a valid IDX file").count(), 4, "{stdout}");
+    assert!(!stdout.contains("(downloaded)"));
+}
+
+#[test]
+fn eval_json_carries_the_figures_and_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    train_small(dir.path(), "3", "m.bin");
+    let model = dir.path().join("m.bin");
+    let text = eval_on_subset(&model, &["--limit-test", "200"]);
+    let (loss, accuracy) = test_lines(&text);
+    let json = eval_on_subset(&model, &["--limit-test", "200", "--json", "--report"]);
+    assert_eq!(json.lines().count(), 1, "{json}");
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["count"], 200);
+    assert_eq!(json["loss"].as_f64(), Some(loss));
+    assert_eq!(json["accuracy"].as_f64(), Some(accuracy));
+    let matrix = json["confusion"].as_array().unwrap();
+    let total: u64 = matrix
+        .iter()
+        .flat_map(|row| row.as_array().unwrap())
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 200);
+    assert_eq!(json["per_class"].as_array().unwrap().len(), 10);
+    let plain = eval_on_subset(&model, &["--limit-test", "200", "--json"]);
+    let plain: serde_json::Value = serde_json::from_str(&plain).unwrap();
+    assert!(plain.get("confusion").is_none());
+}
+
+#[test]
+fn completions_and_the_man_page_come_from_the_same_definitions() {
+    for shell in ["bash", "zsh", "fish", "powershell"] {
+        let out = cmd().args(["completions", shell]).assert().success();
+        let script = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+        assert!(script.contains("mnist-cnn"), "{shell}");
+        assert!(
+            script.contains("data-dir") && script.contains("download"),
+            "{shell}"
+        );
+    }
+    let out = cmd().arg("man").assert().success();
+    let page = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH mnist-cnn"),
+        "{page}"
+    );
+    assert!(page.contains("download") && page.contains("completions"));
+    cmd().args(["completions", "tcsh"]).assert().code(2);
 }

@@ -149,7 +149,59 @@ fn a_stalled_mirror_times_out_and_the_next_is_tried() {
 }
 
 #[test]
-fn when_every_mirror_fails_the_error_names_each() {
+fn a_404_is_asked_once_a_503_until_the_retries_run_out() {
+    let server = Server::start(vec![
+        ("/gone/", vec![Reply::Status(404)]),
+        ("/busy/", vec![Reply::Status(503)]),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let mirrors = vec![
+        format!("{}/gone/", server.base),
+        format!("{}/busy/", server.base),
+    ];
+    let err = fetcher(mirrors)
+        .fetch(&labels_file(), dir.path())
+        .unwrap_err();
+    let requests = server.requests();
+    let to = |prefix: &str| requests.iter().filter(|r| r.starts_with(prefix)).count();
+    // retries: 2, so the transient 503 is asked three times; the 404 once.
+    assert_eq!((to("/gone/"), to("/busy/")), (1, 3), "{requests:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains(
+            "/busy/train-labels-idx1-ubyte.gz: HTTP 503 Service Unavailable (3 attempts)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("/gone/train-labels-idx1-ubyte.gz: HTTP 404 Not Found\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_refused_connection_is_not_retried() {
+    // Bound, then closed: nothing listens on that port any more.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut f = fetcher(vec![format!("http://127.0.0.1:{port}/")]);
+    f.backoff = Duration::from_secs(5);
+    let start = std::time::Instant::now();
+    let err = f.fetch(&labels_file(), dir.path()).unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "retried: {:?}",
+        start.elapsed()
+    );
+    assert!(err.to_string().contains(": connection refused\n"), "{err}");
+}
+
+#[test]
+fn when_every_mirror_fails_the_error_names_each_once_and_says_what_to_do() {
     let server = Server::start(vec![("/", vec![Reply::Status(404)])]);
     let dir = tempfile::tempdir().unwrap();
     let mirrors = vec![
@@ -160,19 +212,25 @@ fn when_every_mirror_fails_the_error_names_each() {
         .fetch(&labels_file(), dir.path())
         .unwrap_err();
     let text = err.to_string();
+    let lines: Vec<&str> = text.lines().collect();
     assert!(
-        text.starts_with("could not get train-labels-idx1-ubyte.gz: "),
+        lines[0].starts_with("could not download train-labels-idx1-ubyte.gz into "),
         "{text}"
     );
     assert!(
-        text.contains("/a/train-labels-idx1-ubyte.gz: HTTP 404"),
+        lines[1].ends_with("/a/train-labels-idx1-ubyte.gz: HTTP 404 Not Found"),
         "{text}"
     );
     assert!(
-        text.contains("file:///nonexistent/mnist/train-labels-idx1-ubyte.gz: "),
+        lines[2].starts_with("  file:///nonexistent/mnist/train-labels-idx1-ubyte.gz: "),
         "{text}"
     );
-    assert!(!text.contains('\n'));
+    assert!(
+        text.contains("--data-dir") && text.contains("--mirror file:///"),
+        "{text}"
+    );
+    assert_eq!(lines.len(), 5, "{text}");
+    assert!(matches!(err, Error::Download { .. }));
     assert!(listing(dir.path()).is_empty());
 }
 

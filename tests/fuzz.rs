@@ -9,12 +9,12 @@ use std::path::Path;
 
 use burn::tensor::Device;
 use mnist_cnn::checkpoint::Checkpoint;
-use mnist_cnn::data::Split;
 use mnist_cnn::data::idx::{self, Kind};
+use mnist_cnn::data::{DataSource, Fetcher, Split};
 use mnist_cnn::engine::{Backend, TrainerState};
 use mnist_cnn::model::Model;
 use mnist_cnn::progress::Verbosity;
-use mnist_cnn::train::{self, FitConfig};
+use mnist_cnn::train::{self, RunParams, TrainOptions};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 fn iterations(default: usize) -> usize {
@@ -159,6 +159,7 @@ fn resuming_from_a_mutated_checkpoint_never_panics() {
     };
     let (train, test) = (split(6), split(4));
     let ckpt = Checkpoint {
+        epochs: 2,
         epochs_done: 1,
         seed: 1,
         batch: 3,
@@ -174,7 +175,21 @@ fn resuming_from_a_mutated_checkpoint_never_panics() {
     let path = dir.path().join("fuzzed.ckpt");
     let mut rng = StdRng::seed_from_u64(0xc4);
     let n = iterations(150);
-    let (mut resumed, mut refused) = (0, 0);
+    let (mut resumed_count, mut refused) = (0, 0);
+    let options = TrainOptions {
+        given: RunParams::default(),
+        verbosity: Verbosity::Silent,
+        interactive: false,
+        out: None,
+        resume: Some(path.clone()),
+        plot: None,
+        summary: false,
+        backend: Backend::Cpu,
+        data: DataSource {
+            dir: dir.path().into(),
+            fetcher: Fetcher::default(),
+        },
+    };
     for i in 0..n {
         // Mostly the header and metadata (the first KiB), sometimes anywhere.
         let input = if i % 4 == 0 {
@@ -186,22 +201,18 @@ fn resuming_from_a_mutated_checkpoint_never_panics() {
             input
         };
         std::fs::write(&path, &input).unwrap();
-        let config = FitConfig {
-            epochs: 2,
-            batch: 3,
-            lr: 1.0,
-            seed: 1,
-            verbosity: Verbosity::Silent,
-            interactive: false,
-        };
         let backend = if i % 10 == 0 {
             Backend::Flex
         } else {
             Backend::Cpu
         };
-        match train::resume(&path, &mut config.clone(), (&train, &test), backend) {
+        let resumed = Checkpoint::load(&path).and_then(|ckpt| {
+            train::resolve(&options, Some((&path, &ckpt)))?;
+            train::restore(&path, ckpt, (&train, &test), backend)
+        });
+        match resumed {
             Ok(mut run) => {
-                resumed += 1;
+                resumed_count += 1;
                 let pixels: Vec<f32> = train.images[..3 * idx::PIXELS]
                     .iter()
                     .map(|&p| f32::from(p) / 255.0)
@@ -212,7 +223,10 @@ fn resuming_from_a_mutated_checkpoint_never_panics() {
         }
     }
     println!(
-        "checkpoint: {n} mutations: {resumed} resumed and stepped, {refused} refused, 0 panics"
+        "checkpoint: {n} mutations: {resumed_count} resumed and stepped, {refused} refused, 0 panics"
     );
-    assert!(resumed > 0 && refused > 0, "both outcomes should occur");
+    assert!(
+        resumed_count > 0 && refused > 0,
+        "both outcomes should occur"
+    );
 }

@@ -78,30 +78,34 @@ impl Fetcher {
             .map_err(|e| Error::io("cannot create data directory", dir, e))?;
         let target = dir.join(file.gz_name());
         let client = self.client()?;
-        let mut reasons = Vec::new();
+        let mut tried = Vec::new();
         for mirror in &self.mirrors {
             let url = format!("{}/{}", mirror.trim_end_matches('/'), file.gz_name());
-            for attempt in 0..=self.retries {
-                if attempt > 0 {
-                    std::thread::sleep(self.backoff * 2u32.saturating_pow(attempt - 1));
-                }
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
                 match self.attempt(&client, &url, file, dir, &target) {
                     Ok(decoded) => return Ok(decoded),
+                    // Only what can heal is tried again: a DNS failure, a refused connection
+                    // or a 404 will answer the same in a second.
+                    Err(failure) if failure.transient && attempts <= self.retries => {
+                        std::thread::sleep(self.backoff * 2u32.saturating_pow(attempts - 1));
+                    }
                     Err(failure) => {
-                        reasons.push(format!("{url}: {}", failure.reason));
-                        if !failure.transient {
-                            break;
+                        let mut reason = format!("{url}: {}", failure.reason);
+                        if attempts > 1 {
+                            reason.push_str(&format!(" ({attempts} attempts)"));
                         }
+                        tried.push(reason);
+                        break;
                     }
                 }
             }
         }
-        if self.mirrors.is_empty() {
-            reasons.push("no mirror given".into());
-        }
         Err(Error::Download {
             file: file.gz_name(),
-            reason: reasons.join("; "),
+            dir: dir.to_path_buf(),
+            tried,
         })
     }
 
@@ -188,10 +192,7 @@ fn open(
         let length = file.metadata().ok().map(|m| m.len());
         return Ok((Box::new(file), length));
     }
-    let response = client
-        .get(url)
-        .send()
-        .map_err(|e| Failure::transient(describe(&e)))?;
+    let response = client.get(url).send().map_err(|e| classify(&e))?;
     let status = response.status();
     if !status.is_success() {
         // 5xx and 429 may pass; 404 and the like will not.
@@ -231,14 +232,33 @@ fn copy(
     }
 }
 
-/// reqwest's top-level message hides the cause ("error sending request"); add the chain.
-fn describe(err: &reqwest::Error) -> String {
-    let mut text = err.to_string();
+/// A failed request in a few words, and whether trying again could help. reqwest's own
+/// message hides the cause ("error sending request"); the cause decides.
+fn classify(err: &reqwest::Error) -> Failure {
+    let mut chain = err.to_string();
+    let mut kinds = Vec::new();
     let mut source = std::error::Error::source(err);
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            kinds.push(io.kind());
+        }
         source = cause.source();
     }
-    text
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if err.is_timeout() || chain.contains("timed out") {
+        Failure::transient("timed out")
+    } else if chain.contains("dns error") || chain.contains("failed to lookup address") {
+        Failure::permanent("no network (DNS lookup failed)")
+    } else if kinds.contains(&ConnectionRefused) || chain.contains("onnection refused") {
+        Failure::permanent("connection refused")
+    } else if kinds
+        .iter()
+        .any(|k| [ConnectionReset, ConnectionAborted].contains(k))
+    {
+        Failure::transient("connection reset")
+    } else {
+        Failure::transient(chain)
+    }
 }

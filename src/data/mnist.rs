@@ -42,6 +42,52 @@ pub const TEST_LABELS: MnistFile = MnistFile {
     sha256: "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 };
 
+/// The four files, training then test, images then labels.
+pub const FILES: [MnistFile; 4] = [TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS];
+
+/// What a data directory holds for one of the [`FILES`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileStatus {
+    /// The canonical MNIST file, with this many items.
+    Canonical(usize),
+    /// A valid IDX file of the right kind that is not MNIST's (Fashion-MNIST, a subset).
+    OtherIdx(usize),
+    /// Present but unreadable.
+    Corrupt(String),
+    Missing,
+}
+
+impl FileStatus {
+    /// Whether training can use the file.
+    pub fn is_usable(&self) -> bool {
+        matches!(self, FileStatus::Canonical(_) | FileStatus::OtherIdx(_))
+    }
+
+    fn of(decoded: &Decoded, file: &MnistFile) -> FileStatus {
+        if decoded.sha256 == file.sha256 {
+            FileStatus::Canonical(decoded.count)
+        } else {
+            FileStatus::OtherIdx(decoded.count)
+        }
+    }
+
+    /// `canonical MNIST, 60000 images`, `missing`, ….
+    pub fn describe(&self, kind: Kind) -> String {
+        let items = |n: &usize| match kind {
+            Kind::Images => format!("{n} images"),
+            Kind::Labels => format!("{n} labels"),
+        };
+        match self {
+            FileStatus::Canonical(n) => format!("canonical MNIST, {}", items(n)),
+            FileStatus::OtherIdx(n) => {
+                format!("a valid IDX file but not MNIST's own, {}", items(n))
+            }
+            FileStatus::Corrupt(fault) => format!("corrupt: {fault}"),
+            FileStatus::Missing => "missing".into(),
+        }
+    }
+}
+
 /// Images (28x28 grey bytes, row-major, one after another) and their labels.
 #[derive(Debug, Clone, Default)]
 pub struct Split {
@@ -113,21 +159,60 @@ impl DataSource {
 
     /// The decoded file and where it came from: the cache when present, else a mirror.
     fn obtain(&self, file: &MnistFile) -> Result<(Decoded, PathBuf)> {
-        for path in [self.dir.join(file.gz_name()), self.dir.join(file.name)] {
-            if path.is_file() {
-                let decoded = read_file(&path, file.kind)?;
-                if decoded.sha256 != file.sha256 {
-                    // A user's own IDX set (Fashion-MNIST has this layout) is theirs to use.
-                    crate::notes::note(format_args!(
-                        "{} is not the canonical MNIST file (its SHA-256 differs); using it as it is",
-                        path.display()
-                    ));
-                }
-                return Ok((decoded, path));
+        if let Some(path) = self.cached(file) {
+            let decoded = read_file(&path, file.kind)?;
+            if decoded.sha256 != file.sha256 {
+                // A user's own IDX set (Fashion-MNIST has this layout) is theirs to use.
+                crate::notes::note(format_args!(
+                    "{} is not the canonical MNIST file (its SHA-256 differs); using it as it is",
+                    path.display()
+                ));
             }
+            return Ok((decoded, path));
         }
         let decoded = self.fetcher.fetch(file, &self.dir)?;
         Ok((decoded, self.dir.join(file.gz_name())))
+    }
+
+    /// Where `file` is in the data directory, if it is: gzipped or plain.
+    fn cached(&self, file: &MnistFile) -> Option<PathBuf> {
+        [self.dir.join(file.gz_name()), self.dir.join(file.name)]
+            .into_iter()
+            .find(|path| path.is_file())
+    }
+
+    /// What the data directory holds for each of the [`FILES`], without any network.
+    pub fn check(&self) -> Vec<(PathBuf, FileStatus)> {
+        FILES
+            .iter()
+            .map(|file| match self.cached(file) {
+                Some(path) => {
+                    let status = match read_file(&path, file.kind) {
+                        Ok(decoded) => FileStatus::of(&decoded, file),
+                        Err(Error::Idx { fault, .. }) => FileStatus::Corrupt(fault.to_string()),
+                        Err(other) => FileStatus::Corrupt(other.to_string()),
+                    };
+                    (path, status)
+                }
+                None => (self.dir.join(file.gz_name()), FileStatus::Missing),
+            })
+            .collect()
+    }
+
+    /// Downloads each of the [`FILES`] that is missing (verified, as always); each file's path,
+    /// status, and whether it was downloaded now. Stops at the first file no mirror gives.
+    pub fn download(&self) -> Result<Vec<(PathBuf, FileStatus, bool)>> {
+        let mut report = Vec::new();
+        for ((path, status), file) in self.check().into_iter().zip(&FILES) {
+            report.push(match status {
+                FileStatus::Missing => {
+                    let decoded = self.fetcher.fetch(file, &self.dir)?;
+                    (path, FileStatus::of(&decoded, file), true)
+                }
+                other => (path, other, false),
+            });
+        }
+        Ok(report)
     }
 }
 

@@ -6,4 +6,4 @@ pub mod idx;
 pub mod mnist;
 
 pub use download::{DEFAULT_MIRRORS, Fetcher};
-pub use mnist::{DataSource, Part, Split};
+pub use mnist::{DataSource, FILES, FileStatus, Part, Split};
