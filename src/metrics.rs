@@ -2,6 +2,8 @@
 //! digit and the runners-up; and the running means of an epoch, kept as counts and sums that
 //! the progress bar only renders.
 
+use crate::network::NUM_CLASSES;
+
 /// Categorical cross-entropy of one row of logits: `-log softmax(row)[label]`, computed in
 /// f64 around the row's maximum so that large logits do not overflow.
 pub fn cross_entropy(row: &[f32], label: u8) -> f64 {
@@ -33,6 +35,15 @@ fn max(row: &[f32]) -> f32 {
 /// The first index of the largest value: the predicted class.
 pub fn argmax(row: &[f32]) -> usize {
     top_k(row, 1)[0]
+}
+
+/// How many rows of `logits` (each `NUM_CLASSES` wide) have their largest value at the label.
+pub fn count_correct(logits: &[f32], labels: &[u8]) -> usize {
+    logits
+        .chunks(NUM_CLASSES)
+        .zip(labels)
+        .filter(|(row, label)| argmax(row) == usize::from(**label))
+        .count()
 }
 
 /// The indices of the `k` largest values, largest first; ties go to the lower index.
@@ -110,6 +121,16 @@ mod tests {
         assert_eq!(top_k(&[0.1, 0.7, 0.2, 0.7, 0.5], 3), vec![1, 3, 4]);
         assert_eq!(top_k(&[3, 1, 2], 5), vec![0, 2, 1]);
         assert_eq!(top_k(&[1.0f64, 2.0], 0), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn count_correct_compares_each_rows_argmax_with_its_label() {
+        let mut logits = vec![0.0f32; 3 * NUM_CLASSES];
+        logits[2] = 1.0; // row 0 says 2
+        logits[NUM_CLASSES + 7] = 1.0; // row 1 says 7
+        // Row 2 is all ties: class 0.
+        assert_eq!(count_correct(&logits, &[2, 7, 0]), 3);
+        assert_eq!(count_correct(&logits, &[2, 3, 4]), 1);
     }
 
     #[test]

@@ -313,18 +313,15 @@ fn prepare_all(opts: &PredictOptions) -> Result<Vec<Prepared<'_>>> {
 pub fn run(opts: &PredictOptions, out: &mut dyn Write) -> Result<()> {
     opts.backend.device()?;
     let net = engine::forward(opts.backend, crate::model::read_params(&opts.model)?)?;
-    let inputs = prepare_all(opts)?;
-    let (read, failed): (Vec<_>, Vec<_>) = inputs.into_iter().partition(|(_, p)| p.is_ok());
-    let images: Vec<Vec<u8>> = read
-        .iter()
-        .map(|(_, p)| p.clone().unwrap_or_default())
-        .collect();
+    let (mut read, mut failures) = (Vec::new(), Vec::new());
+    for (path, prepared) in prepare_all(opts)? {
+        match prepared {
+            Ok(pixels) => read.push((path, pixels)),
+            Err(reason) => failures.push((path, reason)),
+        }
+    }
+    let (paths, images): (Vec<&Path>, Vec<Vec<u8>>) = read.into_iter().unzip();
     let guesses = classify(net.as_ref(), &images);
-    let failures: Vec<(&Path, String)> = failed
-        .into_iter()
-        .map(|(path, p)| (path, p.err().unwrap_or_default()))
-        .collect();
-    let paths: Vec<&Path> = read.iter().map(|(path, _)| *path).collect();
     let text = if opts.json {
         json_report(&paths, &guesses, &failures)
     } else {

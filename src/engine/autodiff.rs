@@ -54,7 +54,7 @@ impl Trainer for BurnTrainer {
             .model
             .forward(images_tensor(pixels.to_vec(), &self.device));
         let rows = to_vec(logits.clone().detach().into_data());
-        let correct = count_correct(&rows, labels);
+        let correct = metrics::count_correct(&rows, labels);
         let labels: Vec<i64> = labels.iter().map(|&l| i64::from(l)).collect();
         let labels = Tensor::<1, Int>::from_data(
             TensorData::new(labels, [rows.len() / NUM_CLASSES]),
@@ -116,13 +116,6 @@ fn to_vec(data: TensorData) -> Vec<f32> {
     data.convert::<f32>()
         .try_to_vec::<f32>()
         .expect("f32 logits")
-}
-
-fn count_correct(rows: &[f32], labels: &[u8]) -> usize {
-    rows.chunks(NUM_CLASSES)
-        .zip(labels)
-        .filter(|(row, label)| metrics::argmax(row) == usize::from(**label))
-        .count()
 }
 
 // burn's `ModuleOptimizer` keeps its state per parameter id and shows it only as a burnpack

@@ -60,7 +60,6 @@ pub fn step(w: &Params, pixels: &[f32], labels: &[u8], dropout: Dropout) -> Step
 fn cross_entropy(logits: &[f32], labels: &[u8]) -> (f64, usize, Vec<f32>) {
     let n = labels.len();
     let mut loss = 0f64;
-    let mut correct = 0;
     let mut dlogits = vec![0.0f32; n * NUM_CLASSES];
     let mut probs = [0f64; NUM_CLASSES];
     for ((row, d), &label) in logits
@@ -69,13 +68,13 @@ fn cross_entropy(logits: &[f32], labels: &[u8]) -> (f64, usize, Vec<f32>) {
         .zip(labels)
     {
         loss += metrics::cross_entropy(row, label);
-        correct += usize::from(metrics::argmax(row) == usize::from(label));
         metrics::softmax(row, &mut probs);
         for (i, (d, p)) in d.iter_mut().zip(probs).enumerate() {
             let target = if i == usize::from(label) { 1.0 } else { 0.0 };
             *d = ((p - target) / n as f64) as f32;
         }
     }
+    let correct = metrics::count_correct(logits, labels);
     (loss / n as f64, correct, dlogits)
 }
 
