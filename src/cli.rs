@@ -55,6 +55,10 @@ pub enum Command {
     Predict(PredictArgs),
     /// Print the network's layers, output shapes and parameter counts, Keras-style.
     Summary,
+    /// Serve a page to draw digits on (or drop a photo of one) and watch the model read them,
+    /// and its JSON API: POST /api/predict with an image body, GET /api/model. Ctrl-C stops
+    /// it (exit status 0).
+    Serve(ServeArgs),
     /// Fetch and verify the four MNIST files into the data directory without training, or
     /// with --check report what it holds without any network. For preparing an offline
     /// machine or a CI cache.
@@ -66,6 +70,25 @@ pub enum Command {
     },
     /// Print the manual page (roff): `mnist-cnn man > mnist-cnn.1`.
     Man,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Model file written by `mnist-cnn train`.
+    pub model: PathBuf,
+
+    /// Address to listen on. The default answers this machine only; `--host 0.0.0.0` opts in
+    /// to every machine that can reach this one, with no authentication: anyone there can use
+    /// the page and the API.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+
+    /// Port to listen on; 0 picks a free one (the URL printed names it).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+
+    #[command(flatten)]
+    pub compute: ComputeArgs,
 }
 
 #[derive(Debug, Args)]
@@ -296,6 +319,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             writeln!(out, "{}", model.summary()).map_err(write_err)
         }
         Command::Download(args) => crate::download::run(&args.options(), out),
+        Command::Serve(args) => crate::serve::run(&args.options(), out),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "mnist-cnn", out);
             Ok(())
@@ -341,6 +365,17 @@ impl TrainArgs {
             backend: self.compute.backend.into(),
             data: self.data.source(),
         })
+    }
+}
+
+impl ServeArgs {
+    pub fn options(&self) -> crate::serve::ServeOptions {
+        crate::serve::ServeOptions {
+            model: self.model.clone(),
+            host: self.host.clone(),
+            port: self.port,
+            backend: self.compute.backend.into(),
+        }
     }
 }
 

@@ -26,6 +26,7 @@ pub mod optim;
 pub mod picture;
 pub mod predict;
 pub mod progress;
+pub mod serve;
 pub mod train;
 
 pub use error::{Error, Result};

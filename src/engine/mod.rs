@@ -52,7 +52,7 @@ impl Backend {
 
 /// The forward pass without dropout: rows of logits ([n × 10]) for images scaled to [0, 1],
 /// 784 values each. What validation, `eval` and `predict` read.
-pub trait Forward {
+pub trait Forward: Send + Sync {
     fn logits(&self, pixels: &[f32]) -> Vec<f32>;
 }
 
