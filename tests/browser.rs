@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::{Served, digit_pgm, trained_model};
+use common::{Served, digit_pgm, send_json, trained_model};
 use serde_json::{Value, json};
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -65,16 +65,11 @@ impl Browser {
             "browserName": "chrome",
             "goog:chromeOptions": { "binary": chrome, "args": args },
         }}});
-        let session: Value = http
-            .post(format!("{root}/session"))
-            .header("content-type", "application/json")
-            .body(caps.to_string())
-            .send()
-            .unwrap()
-            .text()
-            .unwrap()
-            .parse::<Value>()
-            .unwrap();
+        let session: Value = send_json(
+            http.post(format!("{root}/session"))
+                .header("content-type", "application/json")
+                .body(caps.to_string()),
+        );
         let id = session["value"]["sessionId"]
             .as_str()
             .unwrap_or_else(|| panic!("no session: {session}"));
@@ -89,7 +84,7 @@ impl Browser {
                 .header("content-type", "application/json")
                 .body(body.to_string());
         }
-        let answer: Value = request.send().unwrap().text().unwrap().parse().unwrap();
+        let answer = send_json(request);
         if answer["value"]["error"].is_string() {
             panic!("WebDriver {path}: {answer}");
         }
@@ -147,15 +142,11 @@ impl Drop for Browser {
 
 /// The model's answer for `body`, straight from the API.
 fn api_digit(url: &str, body: Vec<u8>) -> String {
-    let answer: Value = reqwest::blocking::Client::new()
-        .post(format!("{url}/api/predict"))
-        .body(body)
-        .send()
-        .unwrap()
-        .text()
-        .unwrap()
-        .parse::<Value>()
-        .unwrap();
+    let answer = send_json(
+        reqwest::blocking::Client::new()
+            .post(format!("{url}/api/predict"))
+            .body(body),
+    );
     answer["digit"].to_string()
 }
 

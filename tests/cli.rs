@@ -718,6 +718,19 @@ fn offline_first_run_says_how_to_go_on_in_a_few_lines() {
     assert!(!dir.path().join("model.bin").exists());
 }
 
+/// `mnist-cnn download --check --data-dir DIR`, which must exit with `code`: (stdout, stderr).
+fn download_check(dir: &Path, code: i32) -> (String, String) {
+    let out = cmd()
+        .args(["download", "--check", "--data-dir"])
+        .arg(dir)
+        .assert()
+        .code(code)
+        .get_output()
+        .clone();
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
+    (text(out.stdout), text(out.stderr))
+}
+
 #[test]
 fn download_check_reports_each_file_without_network() {
     // The committed subset: valid IDX files, not MNIST's own.
@@ -755,15 +768,7 @@ fn download_check_reports_each_file_without_network() {
     let bytes = std::fs::read(&images).unwrap();
     std::fs::write(&images, &bytes[..bytes.len() / 2]).unwrap();
     std::fs::remove_file(dir.path().join("train-labels-idx1-ubyte.gz")).unwrap();
-    let out = cmd()
-        .args(["download", "--check", "--data-dir"])
-        .arg(dir.path())
-        .assert()
-        .code(1)
-        .get_output()
-        .clone();
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let stderr = String::from_utf8(out.stderr).unwrap();
+    let (stdout, stderr) = download_check(dir.path(), 1);
     assert!(
         stdout.contains("train-labels-idx1-ubyte.gz: missing"),
         "{stdout}"
@@ -780,14 +785,7 @@ fn download_check_reports_each_file_without_network() {
 
     // An empty directory: four missing files, and nothing fetched.
     let empty = tempfile::tempdir().unwrap();
-    let out = cmd()
-        .args(["download", "--check", "--data-dir"])
-        .arg(empty.path())
-        .assert()
-        .code(1)
-        .get_output()
-        .clone();
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let (stdout, _) = download_check(empty.path(), 1);
     assert_eq!(stdout.matches(": missing\n").count(), 4, "{stdout}");
     assert_eq!(std::fs::read_dir(empty.path()).unwrap().count(), 0);
 }

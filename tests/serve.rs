@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{Served, digit_pgm, trained_model};
+use common::{Served, digit_pgm, send_json, trained_model};
 use serde_json::Value;
 
 fn client() -> reqwest::blocking::Client {
@@ -60,14 +60,7 @@ fn predicts_describes_and_refuses_bad_input_then_keeps_serving() {
     let served = Served::start(&model);
     let url = served.url.clone();
 
-    let info: Value = client()
-        .get(format!("{url}/api/model"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap()
-        .parse::<Value>()
-        .unwrap();
+    let info: Value = send_json(client().get(format!("{url}/api/model")));
     assert_eq!(info["parameters"], 1_199_882);
     assert_eq!(info["backend"], "cpu");
     assert_eq!(info["file"], model.display().to_string());

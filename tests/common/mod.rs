@@ -240,3 +240,8 @@ pub fn digit_pgm(k: usize) -> (Vec<u8>, u8) {
     pgm.extend_from_slice(&images[16 + k * 784..16 + (k + 1) * 784]);
     (pgm, labels[8 + k])
 }
+
+/// Sends `request` and reads its answer as JSON, whatever the status.
+pub fn send_json(request: reqwest::blocking::RequestBuilder) -> serde_json::Value {
+    request.send().unwrap().text().unwrap().parse().unwrap()
+}
