@@ -149,10 +149,6 @@ impl<'a> Net<'a> {
         }
     }
 
-    pub fn params(&self) -> &Params {
-        self.params
-    }
-
     /// Logits, [n × 10], of `pixels` (scaled to [0, 1], 784 per image), without dropout.
     pub fn logits(&self, pixels: &[f32]) -> Vec<f32> {
         self.run(pixels, Dropout::Off, false).logits
