@@ -316,7 +316,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         Command::Predict(args) => crate::predict::run(&args.options(), out),
         Command::Summary => {
             let model = crate::model::Model::new(&burn::tensor::Device::flex(), 0);
-            writeln!(out, "{}", model.summary()).map_err(write_err)
+            writeln!(out, "{}", model.summary()).map_err(Error::stdout)
         }
         Command::Download(args) => crate::download::run(&args.options(), out),
         Command::Serve(args) => crate::serve::run(&args.options(), out),
@@ -326,12 +326,8 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         }
         Command::Man => clap_mangen::Man::new(Cli::command())
             .render(out)
-            .map_err(write_err),
+            .map_err(Error::stdout),
     }
-}
-
-fn write_err(e: std::io::Error) -> Error {
-    Error::io("cannot write to", "stdout", e)
 }
 
 /// `Some(n)` as a count, for the `--limit-*` options.

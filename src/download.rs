@@ -33,9 +33,8 @@ pub fn run(opts: &DownloadOptions, out: &mut dyn Write) -> Result<()> {
             })
             .collect()
     };
-    let write_err = |e| Error::io("cannot write to", "stdout", e);
     for ((name, status), file) in report.iter().zip(&FILES) {
-        writeln!(out, "{name}: {}", status.describe(file.kind)).map_err(write_err)?;
+        writeln!(out, "{name}: {}", status.describe(file.kind)).map_err(Error::stdout)?;
     }
     let unusable = report.iter().filter(|(_, s)| !s.is_usable()).count();
     if unusable == 0 {

@@ -90,6 +90,11 @@ impl Error {
         }
     }
 
+    /// Writing a command's output failed (a closed pipe, a full disk behind a redirect).
+    pub fn stdout(source: std::io::Error) -> Self {
+        Error::io("cannot write to", "stdout", source)
+    }
+
     pub fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             what,

@@ -224,23 +224,23 @@ pub fn run(opts: &EvalOptions, out: &mut dyn Write) -> Result<()> {
     if test.is_empty() {
         return Err(Error::Usage("the test set is empty".into()));
     }
-    let write_err = |e| Error::io("cannot write to", "stdout", e);
     let (result, predictions) = score(net.as_ref(), &test);
     let counts = opts.report.then(|| confusion(&test.labels, &predictions));
     if opts.json {
         let json = to_json(&result, test.len(), counts.as_ref());
-        writeln!(out, "{json}").map_err(write_err)?;
+        writeln!(out, "{json}").map_err(Error::stdout)?;
     } else {
-        writeln!(out, "{} test samples", test.len()).map_err(write_err)?;
-        writeln!(out, "{}", result.report()).map_err(write_err)?;
+        writeln!(out, "{} test samples", test.len()).map_err(Error::stdout)?;
+        writeln!(out, "{}", result.report()).map_err(Error::stdout)?;
         if let Some(counts) = &counts {
-            write!(out, "\n{}", report(counts)).map_err(write_err)?;
+            write!(out, "\n{}", report(counts)).map_err(Error::stdout)?;
         }
     }
     if let Some(path) = &opts.errors {
         error_sheet(&test, &predictions).save_png(path)?;
         if !opts.json {
-            writeln!(out, "Misclassified digits drawn in {}", path.display()).map_err(write_err)?;
+            writeln!(out, "Misclassified digits drawn in {}", path.display())
+                .map_err(Error::stdout)?;
         }
     }
     Ok(())

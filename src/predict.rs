@@ -250,7 +250,7 @@ pub fn classify(net: &dyn Forward, images: &[Vec<u8>]) -> Vec<Guess> {
     for batch in images.chunks(EVAL_BATCH) {
         let pixels: Vec<f32> = batch
             .iter()
-            .flat_map(|img| img.iter().map(|&p| f32::from(p) / 255.0))
+            .flat_map(|img| crate::data::batch::scale(img))
             .collect();
         for row in net.logits(&pixels).chunks(NUM_CLASSES) {
             metrics::softmax(row, &mut probs);
@@ -327,8 +327,7 @@ pub fn run(opts: &PredictOptions, out: &mut dyn Write) -> Result<()> {
     } else {
         text_report(&paths, &guesses)
     };
-    out.write_all(text.as_bytes())
-        .map_err(|e| Error::io("cannot write to", "stdout", e))?;
+    out.write_all(text.as_bytes()).map_err(Error::stdout)?;
     match failures.as_slice() {
         [] => Ok(()),
         // A single input's failure is the whole story: one line.

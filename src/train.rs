@@ -130,7 +130,7 @@ impl Fit<'_> {
     pub fn run(&self, run: &mut Run, out: &mut dyn Write) -> Result<()> {
         for epoch in run.epochs_done() + 1..=self.config.epochs {
             if self.config.verbosity != Verbosity::Silent {
-                writeln!(out, "Epoch {epoch}/{}", self.config.epochs).map_err(log_err)?;
+                writeln!(out, "Epoch {epoch}/{}", self.config.epochs).map_err(Error::stdout)?;
             }
             let mut printer =
                 EpochPrinter::new(&mut *out, self.config.verbosity, self.config.interactive);
@@ -155,7 +155,7 @@ impl Fit<'_> {
         let mut means = RunningMeans::default();
         for (step, chunk) in order.chunks(self.config.batch).enumerate() {
             if self.stop.load(Ordering::SeqCst) {
-                printer.abandon().map_err(log_err)?;
+                printer.abandon().map_err(Error::stdout)?;
                 return Err(self.interrupted(epoch, run.epochs_done()));
             }
             let labels: Vec<u8> = chunk.iter().map(|&i| train.labels[i]).collect();
@@ -179,7 +179,7 @@ impl Fit<'_> {
                     means.samples(),
                     &[("loss", means.loss()), ("acc", means.accuracy())],
                 );
-                printer.batch(&bar).map_err(log_err)?;
+                printer.batch(&bar).map_err(Error::stdout)?;
             }
         }
         Ok((bar, means))
@@ -203,7 +203,7 @@ impl Fit<'_> {
                 ("val_acc", val.accuracy),
             ],
         );
-        printer.finish(&bar).map_err(log_err)?;
+        printer.finish(&bar).map_err(Error::stdout)?;
         run.history.push(EpochRecord {
             epoch,
             loss: means.loss(),
@@ -245,10 +245,6 @@ impl Fit<'_> {
             _ => format!("{head}, before the first checkpoint; nothing was saved"),
         })
     }
-}
-
-fn log_err(e: std::io::Error) -> Error {
-    Error::io("cannot write the log to", "stdout", e)
 }
 
 /// The run's numbers: as given, else from the checkpoint being resumed (`ckpt`, read from
@@ -393,15 +389,15 @@ pub fn run(opts: &TrainOptions, out: &mut dyn Write) -> Result<()> {
 
     let params = run.trainer.state()?.params;
     fsutil::write_atomic(&out_path, &crate::model::file_bytes(&params)?)?;
-    writeln!(out, "Model saved to {}", out_path.display()).map_err(log_err)?;
+    writeln!(out, "Model saved to {}", out_path.display()).map_err(Error::stdout)?;
     let history_path = history::path_for(&out_path);
-    writeln!(out, "History saved to {}", history_path.display()).map_err(log_err)?;
+    writeln!(out, "History saved to {}", history_path.display()).map_err(Error::stdout)?;
     if let Some(plot) = &files.plot {
-        writeln!(out, "Curves drawn in {}", plot.display()).map_err(log_err)?;
+        writeln!(out, "Curves drawn in {}", plot.display()).map_err(Error::stdout)?;
     }
     // The last validation is exactly Keras's closing `model.evaluate` on the test set.
     let last = run.history.last().expect("at least one epoch").val;
-    writeln!(out, "{}", last.report()).map_err(log_err)?;
+    writeln!(out, "{}", last.report()).map_err(Error::stdout)?;
     Ok(())
 }
 
@@ -430,14 +426,14 @@ fn write_header(
     (train, test): (&Split, &Split),
 ) -> Result<()> {
     let (n, m) = (train.len(), test.len());
-    writeln!(out, "x_train shape: ({n}, {SIDE}, {SIDE}, 1)").map_err(log_err)?;
-    writeln!(out, "{n} train samples\n{m} test samples").map_err(log_err)?;
+    writeln!(out, "x_train shape: ({n}, {SIDE}, {SIDE}, 1)").map_err(Error::stdout)?;
+    writeln!(out, "{n} train samples\n{m} test samples").map_err(Error::stdout)?;
     if summary {
         let model = Model::new(&burn::tensor::Device::flex(), 0);
-        writeln!(out, "{}", model.summary()).map_err(log_err)?;
+        writeln!(out, "{}", model.summary()).map_err(Error::stdout)?;
     }
     if config.verbosity != Verbosity::Silent {
-        writeln!(out, "Train on {n} samples, validate on {m} samples").map_err(log_err)?;
+        writeln!(out, "Train on {n} samples, validate on {m} samples").map_err(Error::stdout)?;
     }
     Ok(())
 }

@@ -5,12 +5,17 @@ use burn::tensor::{Device, Tensor, TensorData};
 use super::idx::{COLS, PIXELS, ROWS};
 use super::mnist::Split;
 
+/// Grey levels as the network reads them: pixels / 255, in [0, 1], as Keras's example.
+pub fn scale(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    bytes.iter().map(|&p| f32::from(p) / 255.0)
+}
+
 /// The images of `split` at `indices`, in that order, scaled to [0, 1] (pixels / 255, as
 /// Keras's example), 784 values each.
 pub fn pixels(split: &Split, indices: &[usize]) -> Vec<f32> {
     let mut pixels = Vec::with_capacity(indices.len() * PIXELS);
     for &i in indices {
-        pixels.extend(split.image(i).iter().map(|&p| f32::from(p) / 255.0));
+        pixels.extend(scale(split.image(i)));
     }
     pixels
 }

@@ -77,7 +77,7 @@ pub fn run(opts: &ServeOptions, out: &mut dyn Write) -> Result<()> {
             app.model
         )
         .and_then(|()| out.flush())
-        .map_err(|e| Error::io("cannot write to", "stdout", e))?;
+        .map_err(Error::stdout)?;
         axum::serve(listener, router(app))
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
@@ -172,7 +172,7 @@ fn classify(net: &dyn Forward, bytes: &[u8]) -> std::result::Result<Value, (Stat
     let input = crate::predict::prepare(&picture.to_luma8())
         .map_err(|reason| (StatusCode::UNPROCESSABLE_ENTITY, reason))?;
     debug_assert_eq!(input.len(), PIXELS);
-    let pixels: Vec<f32> = input.iter().map(|&p| f32::from(p) / 255.0).collect();
+    let pixels: Vec<f32> = crate::data::batch::scale(&input).collect();
     let logits = net.logits(&pixels);
     let mut probs = [0f64; NUM_CLASSES];
     metrics::softmax(&logits, &mut probs);
