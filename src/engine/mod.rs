@@ -120,10 +120,27 @@ fn wgpu_device() -> Result<Device> {
         .next()
         .ok_or_else(|| {
             Error::Backend(
-                "--backend wgpu: no GPU adapter found (is a Vulkan, Metal or DX12 driver installed?)"
+                "--backend wgpu: no GPU adapter found: no Vulkan, Metal, DX12 or OpenGL driver \
+                 answered (without a GPU on Debian/Ubuntu, `apt install mesa-vulkan-drivers` gives \
+                 a slow software one; or use --backend cpu)"
                     .into(),
             )
         })
+}
+
+/// Mesa's Vulkan drivers probe for a Wayland display when wgpu opens them and, where
+/// `XDG_RUNTIME_DIR` is unset or not absolute (cron, CI, `sudo`), print `error: XDG_RUNTIME_DIR
+/// is invalid or not set in the environment.`, which reads like one of our own errors. Pointing
+/// it at the temporary directory (no display socket there) keeps the probe quiet and changes
+/// nothing else. Call before any thread starts: it sets an environment variable.
+#[cfg(feature = "wgpu")]
+pub fn quiet_mesa_display_probe() {
+    let set = std::env::var_os("XDG_RUNTIME_DIR")
+        .is_some_and(|dir| std::path::Path::new(&dir).is_absolute());
+    if !set {
+        // SAFETY: called first thing in `main`, while the process has one thread.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
+    }
 }
 
 #[cfg(not(feature = "wgpu"))]
