@@ -6,27 +6,13 @@ mod common;
 use std::path::Path;
 
 use assert_cmd::Command;
-use common::{copy_subset, subset_dir};
+use common::{copy_subset, subset_dir, test_lines};
 use predicates::prelude::*;
 
 fn cmd() -> Command {
     let mut cmd = Command::cargo_bin("mnist-cnn").unwrap();
     cmd.env_remove("MNIST_DATA_DIR");
     cmd
-}
-
-/// `Test loss: …` and `Test accuracy: …` from a command's output.
-fn test_lines(stdout: &str) -> (f64, f64) {
-    let value = |key: &str| -> f64 {
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .unwrap_or_else(|| panic!("no `{key}` in:\n{stdout}"))
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    (value("Test loss:"), value("Test accuracy:"))
 }
 
 /// `mnist-cnn eval MODEL ARGS… --data-dir SUBSET`, which must succeed; its stdout.

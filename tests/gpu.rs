@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use assert_cmd::Command;
-use common::subset_dir;
+use common::{subset_dir, test_lines};
 
 fn cmd() -> Command {
     let mut cmd = Command::cargo_bin("mnist-cnn").unwrap();
@@ -39,20 +39,6 @@ fn run(args: &[&str], extra: &[&Path]) -> String {
         started.elapsed().as_secs_f64()
     );
     stdout
-}
-
-/// `Test loss: …` and `Test accuracy: …` from a command's output.
-fn test_lines(stdout: &str) -> (f64, f64) {
-    let value = |key: &str| -> f64 {
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .unwrap_or_else(|| panic!("no `{key}` in:\n{stdout}"))
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    (value("Test loss:"), value("Test accuracy:"))
 }
 
 /// 16 steps of 8 images, validation on 64: on lavapipe a first run costs about 100 s (autotune

@@ -24,6 +24,20 @@ pub fn subset_sha256(name: &str) -> &'static str {
     Box::leak(line[..64].to_string().into_boxed_str())
 }
 
+/// `Test loss: …` and `Test accuracy: …` from a command's output.
+pub fn test_lines(stdout: &str) -> (f64, f64) {
+    let value = |key: &str| -> f64 {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no `{key}` in:\n{stdout}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    (value("Test loss:"), value("Test accuracy:"))
+}
+
 /// Copies the subset into `dir`.
 pub fn copy_subset(dir: &Path) {
     for entry in std::fs::read_dir(subset_dir()).unwrap() {
