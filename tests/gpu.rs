@@ -17,12 +17,14 @@ use common::{subset_dir, test_lines};
 
 fn cmd() -> Command {
     let mut cmd = Command::cargo_bin("mnist-cnn").unwrap();
-    cmd.env_remove("MNIST_DATA_DIR");
+    // Unset, Mesa's drivers print an error line of their own unless the binary prevents it.
+    cmd.env_remove("MNIST_DATA_DIR")
+        .env_remove("XDG_RUNTIME_DIR");
     cmd
 }
 
-/// Runs `args`, which must succeed; its stdout, echoed with the wall time so that the smoke
-/// run's log shows what each stage did and cost.
+/// Runs `args`, which must succeed with nothing on stderr but our notes; its stdout, echoed
+/// with the wall time so that the smoke run's log shows what each stage did and cost.
 fn run(args: &[&str], extra: &[&Path]) -> String {
     let started = Instant::now();
     let out = cmd()
@@ -33,6 +35,9 @@ fn run(args: &[&str], extra: &[&Path]) -> String {
         .get_output()
         .clone();
     let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    // Only our notes (the subset is not canonical MNIST): no driver or loader noise.
+    assert!(stderr.lines().all(|l| l.starts_with("note: ")), "{stderr}");
     eprintln!(
         "$ mnist-cnn {} ({:.1} s)\n{stdout}",
         args.join(" "),
