@@ -17,7 +17,8 @@ use common::{subset_dir, test_lines};
 
 fn cmd() -> Command {
     let mut cmd = Command::cargo_bin("mnist-cnn").unwrap();
-    // Unset, Mesa's drivers print an error line of their own unless the binary prevents it.
+    // With it unset, Mesa's drivers print an error line of their own; the binary must not let
+    // them (see `run`).
     cmd.env_remove("MNIST_DATA_DIR")
         .env_remove("XDG_RUNTIME_DIR");
     cmd
@@ -46,8 +47,8 @@ fn run(args: &[&str], extra: &[&Path]) -> String {
     stdout
 }
 
-/// 16 steps of 8 images, validation on 64: on lavapipe a first run costs about 100 s (autotune
-/// and kernel compilation, cached for the later runs), a later one 20-30 s.
+/// 16 steps of 8 images, validation on 64: on lavapipe a first run costs 75-105 s (autotune,
+/// whose choices are cached for the later runs, and kernel compilation), a later one 10-30 s.
 const DATA: [&str; 8] = [
     "--limit-train",
     "128",
