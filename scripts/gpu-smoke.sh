@@ -4,8 +4,9 @@
 #
 # On a machine without a GPU it runs on Mesa's software Vulkan (lavapipe, Debian's
 # mesa-vulkan-drivers), installed here when no Vulkan driver is present. Too long for every
-# push on 2 cores (the `--features wgpu` release build alone takes 20-35 minutes), so CI runs
-# it on a schedule (see the README); run it by hand before touching the GPU path.
+# push on 2 cores (the `--features wgpu` release build alone takes 20-35 minutes), so it runs
+# apart from .ci/run, on the schedule the README gives: weekly, and before merging changes to
+# the GPU path.
 #
 #   scripts/gpu-smoke.sh            # build (target/wgpu) and run
 #   CARGO_TARGET_DIR=DIR scripts/gpu-smoke.sh
