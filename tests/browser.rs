@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::{Served, digit_pgm, send_json, trained_model};
+use common::{Served, digit_pgm, f64s, send_json, trained_model};
 use serde_json::{Value, json};
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -193,12 +193,7 @@ fn a_digit_drawn_with_the_pointer_is_read_on_the_page() {
     let bars = browser.script(
         "return [...document.querySelectorAll('.bar .p')].map(e => parseFloat(e.textContent))",
     );
-    let bars: Vec<f64> = bars
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
+    let bars = f64s(&bars);
     assert_eq!(bars.len(), 10);
     assert!((bars.iter().sum::<f64>() - 100.0).abs() < 1.0, "{bars:?}");
     let best = (0..10)

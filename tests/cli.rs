@@ -6,14 +6,8 @@ mod common;
 use std::path::Path;
 
 use assert_cmd::Command;
-use common::{copy_subset, subset_dir, test_lines};
+use common::{cmd, copy_subset, subset_dir, test_lines};
 use predicates::prelude::*;
-
-fn cmd() -> Command {
-    let mut cmd = Command::cargo_bin("mnist-cnn").unwrap();
-    cmd.env_remove("MNIST_DATA_DIR");
-    cmd
-}
 
 /// `mnist-cnn eval MODEL ARGS… --data-dir SUBSET`, which must succeed; its stdout.
 fn eval_on_subset(model: &Path, args: &[&str]) -> String {

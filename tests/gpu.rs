@@ -16,11 +16,10 @@ use assert_cmd::Command;
 use common::{subset_dir, test_lines};
 
 fn cmd() -> Command {
-    let mut cmd = Command::cargo_bin("mnist-cnn").unwrap();
+    let mut cmd = common::cmd();
     // With it unset, Mesa's drivers print an error line of their own; the binary must not let
     // them (see `run`).
-    cmd.env_remove("MNIST_DATA_DIR")
-        .env_remove("XDG_RUNTIME_DIR");
+    cmd.env_remove("XDG_RUNTIME_DIR");
     cmd
 }
 

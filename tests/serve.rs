@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{Served, digit_pgm, send_json, trained_model};
+use common::{Served, digit_pgm, f64s, send_json, trained_model};
 use serde_json::Value;
 
 fn client() -> reqwest::blocking::Client {
@@ -73,12 +73,7 @@ fn predicts_describes_and_refuses_bad_input_then_keeps_serving() {
         let (status, answer) = post(&url, pgm.clone());
         assert_eq!(status, 200, "after {what}: {answer}");
         assert_eq!(answer["digit"], label, "after {what}: {answer}");
-        let probs: Vec<f64> = answer["probabilities"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p.as_f64().unwrap())
-            .collect();
+        let probs = f64s(&answer["probabilities"]);
         assert_eq!(probs.len(), 10);
         assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-4);
         assert_eq!(answer["input28"].as_array().unwrap().len(), 784);

@@ -9,6 +9,23 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+/// The binary, unaffected by a `MNIST_DATA_DIR` in the environment the tests run in.
+pub fn cmd() -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::cargo_bin("mnist-cnn").unwrap();
+    cmd.env_remove("MNIST_DATA_DIR");
+    cmd
+}
+
+/// A JSON array of numbers as `f64`s.
+pub fn f64s(array: &serde_json::Value) -> Vec<f64> {
+    array
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect()
+}
+
 /// The small real MNIST subset made by `scripts/make-subset.py`.
 pub fn subset_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist-subset")
