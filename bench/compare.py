@@ -4,8 +4,9 @@
 
 Runs `cargo bench --bench train_step` and, where importable by BENCH_PYTHON (default: this
 Python), bench/keras_mnist_cnn.py and bench/torch_mnist_cnn.py, ROUNDS times in turn (default
-1; interleaved so that a drifting machine hurts all alike), and prints each system's medians
-and mnist-cnn's time over each peer's. BENCH_STEPS sets the training steps per measurement.
+1; interleaved so that a drifting machine hurts all alike), and prints each system's medians,
+each round's figures, and mnist-cnn's time over each peer's. BENCH_STEPS sets the training
+steps per measurement.
 """
 
 import json
@@ -64,6 +65,10 @@ def main():
     for m in medians.values():
         print(f"| {m['system']} | {m['ms_per_step']:.0f} | {m['seconds_per_epoch']:.0f} "
               f"| {m['eval_images_per_s']:.0f} | {m['peak_rss_mib']:.0f} |")
+    print("\nEach round (ms per step / eval images/s):")
+    for name, rs in runs.items():
+        rounds_text = ", ".join(f"{r['ms_per_step']:.0f} / {r['eval_images_per_s']:.0f}" for r in rs)
+        print(f"- {name}: {rounds_text}")
     me = medians.get("mnist-cnn")
     for name, m in medians.items():
         if name == "mnist-cnn" or me is None:

@@ -1,14 +1,15 @@
 //! The network's one forward pass on the CPU, with dropout (training) or without (validation,
-//! `eval`, `predict`): im2col + GEMM in channels-last layout, parallel over groups of images.
+//! `eval`, `predict`): channels-last convolutions, parallel over groups of images.
 //!
 //! burn's flex backend runs this pass at about 1,200 images/s on two cores, mostly outside
-//! its GEMM; here the convolutions are one GEMM each per group of images, bias and ReLU are
-//! fused into the copy that follows, and nothing is allocated per layer per image.
+//! its GEMM; here conv1 is a direct loop, conv2 is Winograd's F(4x4, 3x3) fused with the
+//! max-pool, bias and ReLU (`winograd.rs`), the dense layers are GEMMs over the batch,
+//! and the large buffers are reused from pass to pass.
 
 use rayon::prelude::*;
 
 use super::ConvLayout::{Burn, Gemm};
-use super::{C1, C2, FEATURES, GROUP, S1, dense, features, relayout};
+use super::{C1, FEATURES, GROUP, S1, dense, features, relayout, reuse, spare, winograd};
 use crate::network::{DROPOUT_HIDDEN, DROPOUT_POOLED, HIDDEN, PIXELS, Params};
 
 /// The two layers dropout acts on.
@@ -112,8 +113,8 @@ pub struct Net<'a> {
     params: &'a Params,
     /// conv1's weight as [9 × 32]: row (ky, kx), column output channel.
     w1: Vec<f32>,
-    /// conv2's weight as [288 × 64]: row (ky, kx, input channel), column output channel.
-    w2: Vec<f32>,
+    /// conv2's weight in Winograd's transformed domain (see [`winograd::filters`]).
+    u2: Vec<f32>,
 }
 
 /// One forward pass.
@@ -145,31 +146,34 @@ impl<'a> Net<'a> {
         Net {
             params,
             w1: relayout(&params.conv1.weight, 1, C1, Burn, Gemm),
-            w2: relayout(&params.conv2.weight, C1, C2, Burn, Gemm),
+            u2: winograd::filters(&params.conv2.weight),
         }
     }
 
     /// Logits, [n × 10], of `pixels` (scaled to [0, 1], 784 per image), without dropout.
     pub fn logits(&self, pixels: &[f32]) -> Vec<f32> {
-        self.run(pixels, Dropout::Off, false).logits
+        let pass = self.run(pixels, Dropout::Off, false);
+        spare(pass.features);
+        pass.logits
     }
 
     /// The forward pass with `dropout`; `trace` keeps what the backward pass needs.
     pub(super) fn run(&self, pixels: &[f32], dropout: Dropout, trace: bool) -> Pass {
         let n = pixels.len() / PIXELS;
         let p = self.params;
-        let mut pooled = vec![0.0f32; n * FEATURES];
+        // Both written in full below.
+        let mut pooled = reuse(n * FEATURES);
         // Convolutions and the first dropout, for the group-th group of images.
-        let conv = |group: usize, images: &[f32], out: &mut [f32], a1: &mut [f32], winner| {
+        let conv = |group: usize, images: &[f32], out: &mut [f32], a1, winner| {
             let conv1 = (self.w1.as_slice(), p.conv1.bias.as_slice());
-            let conv2 = (self.w2.as_slice(), p.conv2.bias.as_slice());
+            let conv2 = (self.u2.as_slice(), p.conv2.bias.as_slice());
             features(images, conv1, conv2, a1, out, winner);
             dropout.apply(Layer::Pooled, group * GROUP * FEATURES, out);
         };
         let images = pixels.par_chunks(GROUP * PIXELS);
         let outputs = pooled.par_chunks_mut(GROUP * FEATURES);
         let trace = if trace {
-            let mut a1 = vec![0.0f32; n * MAP1];
+            let mut a1 = reuse(n * MAP1);
             let mut winner = vec![0u8; n * FEATURES];
             images
                 .zip(outputs)
@@ -177,18 +181,14 @@ impl<'a> Net<'a> {
                 .zip(winner.par_chunks_mut(GROUP * FEATURES))
                 .enumerate()
                 .for_each(|(group, (((images, out), a1), winner))| {
-                    conv(group, images, out, a1, Some(winner))
+                    conv(group, images, out, Some(a1), Some(winner))
                 });
             Some(Trace { a1, winner })
         } else {
-            // conv1's maps are needed only while the group's conv2 reads them.
             images
                 .zip(outputs)
                 .enumerate()
-                .for_each(|(group, (images, out))| {
-                    let mut a1 = vec![0.0f32; images.len() / PIXELS * MAP1];
-                    conv(group, images, out, &mut a1, None)
-                });
+                .for_each(|(group, (images, out))| conv(group, images, out, None, None));
             None
         };
         // Dense + ReLU, dropout, dense.

@@ -8,9 +8,9 @@
 //! [`Params`](crate::network::Params), in burn's own layouts; sizes come from
 //! [`network`](crate::network).
 //!
-//! Activations are channels-last inside the convolutions, so that a 3x3 window of a map is
-//! three contiguous runs of (kx, channel): one im2col row for conv2's forward GEMM, three
-//! vector runs for its sparse backward pass.
+//! Activations are channels-last inside the convolutions, so that a pixel's channels are one
+//! vector: the unit of conv1, of conv2's Winograd transforms (`winograd.rs`), and of the
+//! three runs of (kx, channel) a 3x3 window is in conv2's sparse backward pass.
 
 /// Defines a function whose body is compiled once per instruction set pulp dispatches to
 /// (AVX-512, AVX2 + FMA, plain x86-64) and run in the best this processor has, so that one
@@ -42,21 +42,22 @@ macro_rules! simd_fn {
 
 pub mod forward;
 pub mod training;
+mod winograd;
 
 #[cfg(test)]
 use std::cell::Cell;
 use std::cell::RefCell;
 
 use crate::network::{
-    CONV1_FILTERS as C1, CONV1_SIDE as S1, CONV2_FILTERS as C2, CONV2_SIDE as S2, FEATURES, PIXELS,
+    CONV1_FILTERS as C1, CONV1_SIDE as S1, CONV2_FILTERS as C2, FEATURES, PIXELS,
     POOLED_SIDE as SP, SIDE, TAPS,
 };
 
 /// conv2's inner dimension: a 3x3 window of conv1's channels.
 const K2: usize = TAPS * C1;
-/// Images per parallel task: conv2's GEMM has M = 2 × 576 rows and its im2col buffer
-/// (1.3 MB) fits a 2 MB per-core L2. Groups of 2 and 1 measured a little faster for training
-/// than 4 or 8, and clearly faster for evaluation.
+/// Images per parallel task, and per partial sum of the convolutions' gradients (added in
+/// group order, so that the bytes do not depend on the threads' timing). Groups of 2 and 1
+/// measured faster than 4 or 8.
 const GROUP: usize = 2;
 
 /// How a GEMM operand is stored: as the matrix itself or as its transpose, row-major either way.
@@ -138,22 +139,6 @@ pub fn matmul_stored(
     }
 }
 
-/// conv2's im2col over channels-last conv1 maps: each output pixel's row is three runs of
-/// 3 × 32 contiguous values (ky, kx, channel).
-fn im2col2(a1: &[f32], cols: &mut [f32]) {
-    for (act, dst) in a1.chunks(S1 * S1 * C1).zip(cols.chunks_mut(S2 * S2 * K2)) {
-        for y in 0..S2 {
-            for x in 0..S2 {
-                let row = &mut dst[(y * S2 + x) * K2..][..K2];
-                for ky in 0..3 {
-                    let src = &act[((y + ky) * S1 + x) * C1..][..3 * C1];
-                    row[ky * 3 * C1..(ky + 1) * 3 * C1].copy_from_slice(src);
-                }
-            }
-        }
-    }
-}
-
 /// Where a convolution weight's element for (output channel, input channel, tap) lives. The
 /// tap k = 3 ky + kx.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -196,19 +181,32 @@ simd_fn! {
     /// [(image, y, x) × 32]. `w1` is the GEMM layout [9 × 32]. Directly, not as a GEMM: with
     /// an inner dimension of 9, a GEMM spends more on packing than on arithmetic.
     fn conv1(images: &[f32], w1: &[f32], b1: &[f32], a1: &mut [f32]) {
+        // The weights and a pixel's 32 sums stay in registers.
+        let w: [[f32; C1]; TAPS] = std::array::from_fn(|k| taps(w1, k));
+        let b: [f32; C1] = taps(b1, 0);
         for (img, out) in images.chunks(PIXELS).zip(a1.chunks_mut(S1 * S1 * C1)) {
-            for (at, px) in out.chunks_mut(C1).enumerate() {
-                let (y, x) = (at / S1, at % S1);
-                px.copy_from_slice(b1);
-                for (k, w) in w1.chunks(C1).enumerate() {
-                    axpy(img[(y + k / 3) * SIDE + x + k % 3], w, px);
-                }
-                for v in px {
-                    *v = v.max(0.0);
+            for (y, out) in out.chunks_exact_mut(S1 * C1).enumerate() {
+                let rows = &img[y * SIDE..][..3 * SIDE];
+                for (x, px) in out.chunks_exact_mut(C1).enumerate() {
+                    let mut acc = b;
+                    for (k, w) in w.iter().enumerate() {
+                        let a = rows[k / 3 * SIDE + x + k % 3];
+                        for (s, w) in acc.iter_mut().zip(w) {
+                            *s = a.mul_add(*w, *s);
+                        }
+                    }
+                    for (v, s) in px.iter_mut().zip(acc) {
+                        *v = s.max(0.0);
+                    }
                 }
             }
         }
     }
+}
+
+/// The 32 values of row `k` of `w`.
+fn taps(w: &[f32], k: usize) -> [f32; C1] {
+    w[k * C1..][..C1].try_into().expect("32 values")
 }
 
 /// `y += a x`, fused multiply-adds where the processor has them.
@@ -236,8 +234,8 @@ thread_local! {
 }
 
 thread_local! {
-    /// Each worker thread's scratch space for conv2's im2col rows and outputs: reused from
-    /// group to group rather than allocated and zeroed afresh (1.6 MB per group of two).
+    /// Each worker thread's scratch space for conv2's transformed tiles: reused from group to
+    /// group rather than allocated afresh.
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -252,59 +250,65 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     })
 }
 
-/// The convolutional half of the forward pass for a group of images, shared by evaluation
-/// and training: conv1 + ReLU into channels-last maps `a1` [(image, y, x) × 32], then conv2
-/// (bias left for after the pooling), max-pool, bias and ReLU into `pooled` (see [`pool`],
-/// which also explains `winner`). `w1` and `w2` are in the GEMM layouts.
-fn features(
-    images: &[f32],
-    (w1, b1): (&[f32], &[f32]),
-    (w2, b2): (&[f32], &[f32]),
-    a1: &mut [f32],
-    pooled: &mut [f32],
-    winner: Option<&mut [u8]>,
-) {
-    conv1(images, w1, b1, a1);
-    let rows = images.len() / PIXELS * S2 * S2;
-    with_scratch(rows * (K2 + C2), |scratch| {
-        let (cols, z2) = scratch.split_at_mut(rows * K2);
-        im2col2(a1, cols);
-        matmul(z2, cols, w2, (rows, K2, C2), false, 1);
-        pool(z2, b2, pooled, winner);
+thread_local! {
+    /// Large buffers a pass has finished with, kept for the next pass on this thread. Fresh
+    /// allocations this size come from the kernel as zeroed pages: faulting in ~20 MB per
+    /// training step cost more time than the first dense layer's forward pass.
+    static SPARE: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A buffer of `len` floats, a spare one where one is big enough. Its contents are
+/// unspecified: callers overwrite all of it.
+fn reuse(len: usize) -> Vec<f32> {
+    let found = SPARE.with_borrow_mut(|spare| {
+        let i = spare.iter().position(|v| v.capacity() >= len)?;
+        Some(spare.swap_remove(i))
+    });
+    let mut v = found.unwrap_or_default();
+    v.resize(len, 0.0);
+    v
+}
+
+/// Keeps `v` for a later [`reuse`] on this thread; a few at most.
+fn spare(v: Vec<f32>) {
+    SPARE.with_borrow_mut(|spare| {
+        if spare.len() < 4 {
+            spare.push(v);
+        }
     });
 }
 
-/// 2x2 max-pool of conv2's pre-activations, then conv2's bias and ReLU once per pooled value
-/// (both commute with max), for each image of a group; written in burn's flatten order
-/// (channel, y, x), 9216 per image. `winner`, when given, records which of the four values
-/// won (0..4, row-major in the window), for the backward pass.
-fn pool(z2: &[f32], b2: &[f32], out: &mut [f32], mut winner: Option<&mut [u8]>) {
-    for (i, (act, dst)) in z2
-        .chunks(S2 * S2 * C2)
-        .zip(out.chunks_mut(FEATURES))
-        .enumerate()
-    {
-        for py in 0..SP {
-            for px in 0..SP {
-                let at =
-                    |dy: usize, dx: usize| &act[((2 * py + dy) * S2 + 2 * px + dx) * C2..][..C2];
-                let quad = [at(0, 0), at(0, 1), at(1, 0), at(1, 1)];
-                for c in 0..C2 {
-                    let (mut best, mut value) = (0, quad[0][c]);
-                    for (q, v) in quad.iter().enumerate().skip(1) {
-                        if v[c] > value {
-                            (best, value) = (q, v[c]);
-                        }
-                    }
-                    let at = c * SP * SP + py * SP + px;
-                    dst[at] = (value + b2[c]).max(0.0);
-                    if let Some(w) = winner.as_deref_mut() {
-                        w[i * FEATURES + at] = best as u8;
-                    }
-                }
-            }
+/// The convolutional half of the forward pass for a group of images, shared by evaluation
+/// and training: conv1 + ReLU into channels-last maps `a1` [(image, y, x) × 32] (kept where
+/// given), then conv2,
+/// max-pool, bias and ReLU into `pooled` (see [`winograd::conv2_pool`], which also explains
+/// `winner`). `w1` is in the GEMM layout, `u2` conv2's transformed filters.
+fn features(
+    images: &[f32],
+    (w1, b1): (&[f32], &[f32]),
+    (u2, b2): (&[f32], &[f32]),
+    a1: Option<&mut [f32]>,
+    pooled: &mut [f32],
+    mut winner: Option<&mut [u8]>,
+) {
+    let maps = images.len() / PIXELS * S1 * S1 * C1;
+    // Without a trace to keep, conv1's maps live in scratch space only while conv2 reads them.
+    let own_maps = if a1.is_some() { 0 } else { maps };
+    with_scratch(own_maps + winograd::SCRATCH, |scratch| {
+        let (own, scratch) = scratch.split_at_mut(own_maps);
+        let a1 = a1.unwrap_or(own);
+        conv1(images, w1, b1, a1);
+        for (i, (a1, pooled)) in a1
+            .chunks(S1 * S1 * C1)
+            .zip(pooled.chunks_mut(FEATURES))
+            .enumerate()
+        {
+            let winner = winner
+                .as_deref_mut()
+                .map(|w| &mut w[i * FEATURES..][..FEATURES]);
+            winograd::conv2_pool(a1, u2, b2, scratch, pooled, winner);
         }
-    }
+    });
 }
 
 /// `rows · weights + bias`, then ReLU if asked: a dense layer over rows of `input`.

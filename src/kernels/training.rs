@@ -16,9 +16,15 @@ use rayon::prelude::*;
 
 use super::ConvLayout::{Burn, Gemm, Rows};
 use super::forward::{Dropout, Layer, Net, Pass, Trace};
-use super::{C1, C2, FEATURES, GROUP, K2, S1, SP, Stored, TAPS, axpy, matmul_stored, relayout};
+use super::{
+    C1, C2, FEATURES, GROUP, K2, S1, SP, Stored, TAPS, axpy, matmul_stored, relayout, reuse, spare,
+    taps,
+};
 use crate::metrics;
 use crate::network::{HIDDEN, Layer as Weights, NUM_CLASSES, PIXELS, Params, SIDE};
+
+/// Pooled rows the convolutions' backward pass walks at a time (see [`conv_backward_group`]).
+const BAND: usize = 2;
 
 /// What one step yields: the batch's mean loss, how many it classified right (before the
 /// update, as Keras counts), and the gradient of the mean loss.
@@ -37,6 +43,11 @@ pub fn step(w: &Params, pixels: &[f32], labels: &[u8], dropout: Dropout) -> Step
     let dense = dense_backward(w, &pass, &dlogits, dropout);
     let trace = pass.trace.as_ref().expect("a traced pass");
     let conv = conv_backward(w, pixels, (&pass, trace), &dense.features, dropout);
+    spare(dense.features);
+    spare(pass.features);
+    if let Some(trace) = pass.trace {
+        spare(trace.a1);
+    }
     Step {
         loss,
         correct,
@@ -119,7 +130,8 @@ fn dense_backward(w: &Params, forward: &Pass, dlogits: &[f32], dropout: Dropout)
     // The two big products of the first dense layer's backward pass are independent and of
     // equal size: one per thread, rather than each split across both.
     let mut dw3 = vec![0.0f32; FEATURES * HIDDEN];
-    let mut dfeatures = vec![0.0f32; n * FEATURES];
+    // Written in full by its product.
+    let mut dfeatures = reuse(n * FEATURES);
     rayon::join(
         || {
             let dims = (FEATURES, n, HIDDEN);
@@ -233,7 +245,8 @@ simd_fn! {
     /// dropout and ReLU stop most of the rest, so conv2's output gradient is mostly zeros.
     /// Walking only the others, each adds its 3x3x32 input window into its channel's weight
     /// gradient and its channel's weights into the window's input gradient: a fraction of the
-    /// dense products' arithmetic, and no im2col.
+    /// dense products' arithmetic, and no im2col. Memory, not arithmetic, sets its pace: see
+    /// the comments on the band and the registers below.
     fn conv_backward_group(
         images: &[f32],
         a1: &[f32],
@@ -255,48 +268,87 @@ simd_fn! {
             .zip(per_image)
         {
             dz1.fill(0.0);
-            let maps = grad
-                .chunks(SP * SP)
-                .zip(features.chunks(SP * SP))
-                .zip(winner.chunks(SP * SP));
-            let rows = grads.w2.chunks_mut(K2).zip(w2.chunks(K2));
-            for ((((grad, features), winner), (dw, w)), db) in maps.zip(rows).zip(&mut grads.b2) {
-                // The cells that pass a gradient, listed without branching: which ones do is
-                // close to a coin toss, and mispredicted branches cost more than the list.
-                let mut live = [0u8; SP * SP];
-                let mut count = 0;
-                for (cell, &f) in features.iter().enumerate() {
-                    live[count] = cell as u8;
-                    count += usize::from(f > 0.0);
-                }
-                for &cell in &live[..count] {
-                    let cell = usize::from(cell);
-                    let (g, won) = (grad[cell] * pooled.scale, winner[cell]);
-                    *db += g;
-                    let y = 2 * (cell / SP) + usize::from(won / 2);
-                    let x = 2 * (cell % SP) + usize::from(won % 2);
-                    for ky in 0..3 {
-                        let at = ((y + ky) * S1 + x) * C1;
-                        axpy(g, &a1[at..at + run], &mut dw[ky * run..][..run]);
-                        axpy(g, &w[ky * run..][..run], &mut dz1[at..at + run]);
+            // A band of pooled rows at a time, every channel walking it: the band's windows
+            // (6 map rows: 20 KB of `a1` and 20 KB of `dz1`) stay in L1 while 64 channels
+            // read and add into them, rather than each channel streaming both whole maps.
+            for band in (0..SP).step_by(BAND) {
+                let rows = grads.w2.chunks_mut(K2).zip(w2.chunks(K2));
+                for (c, ((dw, w), db)) in rows.zip(&mut grads.b2).enumerate() {
+                    let first = c * SP * SP + band * SP;
+                    let grad = &grad[first..][..BAND * SP];
+                    let (features, winner) = (&features[first..][..BAND * SP], &winner[first..]);
+                    // The cells that pass a gradient, listed without branching: which ones
+                    // do is close to a coin toss, and mispredicted branches cost more.
+                    let mut live = [0u8; BAND * SP];
+                    let mut count = 0;
+                    for (cell, &f) in features.iter().enumerate() {
+                        live[count] = cell as u8;
+                        count += usize::from(f > 0.0);
+                    }
+                    // Each live cell's gradient and where its window starts in the maps.
+                    let mut cells = [(0f32, 0usize); BAND * SP];
+                    for (slot, &cell) in cells.iter_mut().zip(&live[..count]) {
+                        let cell = usize::from(cell);
+                        let (g, won) = (grad[cell] * pooled.scale, winner[cell]);
+                        *db += g;
+                        let y = 2 * (band + cell / SP) + usize::from(won / 2);
+                        let x = 2 * (cell % SP) + usize::from(won % 2);
+                        *slot = (g, (y * S1 + x) * C1);
+                    }
+                    let cells = &cells[..count];
+                    // The channel's weight gradient stays in registers (18 of AVX-512's 32)
+                    // while its cells are walked, so a cell costs loads of its window and no
+                    // stores; then its weights stay there while they are added into windows.
+                    let mut acc: [f32; K2] = (&*dw).try_into().expect("a row");
+                    for &(g, at) in cells {
+                        for (ky, acc) in acc.chunks_exact_mut(run).enumerate() {
+                            let window = &a1[at + ky * S1 * C1..][..run];
+                            for (a, v) in acc.iter_mut().zip(window) {
+                                *a = g.mul_add(*v, *a);
+                            }
+                        }
+                    }
+                    dw.copy_from_slice(&acc);
+                    let w: [f32; K2] = w.try_into().expect("a row");
+                    for &(g, at) in cells {
+                        for (ky, w) in w.chunks_exact(run).enumerate() {
+                            axpy(g, w, &mut dz1[at + ky * S1 * C1..][..run]);
+                        }
                     }
                 }
             }
-            // Through conv1's ReLU, then conv1's bias and weight gradients.
-            for (at, (d, a)) in dz1.chunks_mut(C1).zip(a1.chunks(C1)).enumerate() {
-                for (d, &a) in d.iter_mut().zip(a) {
-                    if a <= 0.0 {
-                        *d = 0.0;
+            // Through conv1's ReLU, then conv1's weight and bias gradients, which stay in
+            // registers over the image's pixels.
+            let mut dw1: [[f32; C1]; TAPS] = std::array::from_fn(|k| taps(&grads.w1, k));
+            let mut db1: [f32; C1] = taps(&grads.b1, 0);
+            for (y, (dz1, a1)) in dz1
+                .chunks_exact_mut(S1 * C1)
+                .zip(a1.chunks_exact(S1 * C1))
+                .enumerate()
+            {
+                let rows = &img[y * SIDE..][..3 * SIDE];
+                for (x, (d, a)) in dz1.chunks_exact_mut(C1).zip(a1.chunks_exact(C1)).enumerate() {
+                    let mut d: [f32; C1] = (&*d).try_into().expect("a pixel");
+                    for (d, &a) in d.iter_mut().zip(a) {
+                        if a <= 0.0 {
+                            *d = 0.0;
+                        }
+                    }
+                    for (b, d) in db1.iter_mut().zip(&d) {
+                        *b += d;
+                    }
+                    for (k, dw) in dw1.iter_mut().enumerate() {
+                        let p = rows[k / 3 * SIDE + x + k % 3];
+                        for (w, d) in dw.iter_mut().zip(&d) {
+                            *w = p.mul_add(*d, *w);
+                        }
                     }
                 }
-                for (b, d) in grads.b1.iter_mut().zip(&*d) {
-                    *b += d;
-                }
-                let (y, x) = (at / S1, at % S1);
-                for (k, dw) in grads.w1.chunks_mut(C1).enumerate() {
-                    axpy(img[(y + k / 3) * SIDE + x + k % 3], d, dw);
-                }
             }
+            for (k, dw) in dw1.iter().enumerate() {
+                grads.w1[k * C1..][..C1].copy_from_slice(dw);
+            }
+            grads.b1.copy_from_slice(&db1);
         }
     }
 }

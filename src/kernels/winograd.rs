@@ -1,0 +1,331 @@
+//! conv2's forward pass as Winograd's F(4x4, 3x3), fused with the 2x2 max-pool that follows.
+//!
+//! conv2 is ~85% of the forward pass's arithmetic. F(4x4, 3x3) computes each 4x4 block of
+//! outputs from a 6x6 block of inputs with 36 products per (input, output) channel pair
+//! instead of 144 (Lavin & Gray 2015; what oneDNN and NNPACK do for 3x3 convolutions): the
+//! input block and the filter go through fixed linear transforms, are multiplied point by
+//! point (per point, a [tiles × 32] · [32 × 64] product over channels), and the product goes
+//! through a third transform back to 4x4 outputs. 24 = 6 × 4, so one image's map is 6 x 6
+//! tiles and every 2x2 pooling window lies inside one tile: the pooling reads the tile's
+//! outputs where the output transform leaves them, and conv2's full map is never stored.
+//!
+//! Work goes a row of six tiles at a time, so the transformed inputs (27 KB) stay in L1 and
+//! the products (55 KB) in L2. Every output is a fixed sequence of adds and multiplies, and
+//! each product's sum over channels runs in channel order with fused multiply-adds whatever
+//! the vector width, so every instruction set gives the same bytes.
+
+use super::{C1, C2, FEATURES, S1, SP, TAPS};
+
+/// Side of an input tile.
+const TILE: usize = 6;
+/// Side of the output block a tile yields.
+const OUT: usize = 4;
+/// Tiles per row and per column of an image: 24 / 4.
+const TILES: usize = 6;
+/// Points of the transformed domain: 6 x 6.
+const POINTS: usize = TILE * TILE;
+/// The transformed inputs of one row of tiles: [point][tile][input channel].
+const ROW_INPUTS: usize = POINTS * TILES * C1;
+/// Their products with the filters: [point][tile][output channel].
+const ROW_PRODUCTS: usize = POINTS * TILES * C2;
+/// Scratch space [`conv2_pool`] needs, in floats.
+pub(super) const SCRATCH: usize = ROW_INPUTS + ROW_PRODUCTS;
+
+/// G, the filter transform of F(4x4, 3x3): a 3-tap filter to its 6 transformed values.
+const G: [[f64; 3]; TILE] = [
+    [1.0 / 4.0, 0.0, 0.0],
+    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+    [0.0, 0.0, 1.0],
+];
+
+/// conv2's weight in the transformed domain, U = G g Gᵀ for each (input, output) channel
+/// pair: [point][input channel][output channel]. Computed in f64 and rounded once.
+pub(super) fn filters(w2: &[f32]) -> Vec<f32> {
+    assert_eq!(w2.len(), C2 * C1 * TAPS);
+    let mut u = vec![0.0f32; POINTS * C1 * C2];
+    for (pair, g) in w2.chunks(TAPS).enumerate() {
+        let (o, c) = (pair / C1, pair % C1);
+        // G g: [6][3], over the filter's rows.
+        let mut gg = [[0f64; 3]; TILE];
+        for (row, taps) in gg.iter_mut().zip(&G) {
+            for (kx, v) in row.iter_mut().enumerate() {
+                *v = (0..3).map(|ky| taps[ky] * f64::from(g[ky * 3 + kx])).sum();
+            }
+        }
+        for (i, row) in gg.iter().enumerate() {
+            for (j, taps) in G.iter().enumerate() {
+                let v: f64 = (0..3).map(|kx| row[kx] * taps[kx]).sum();
+                u[((i * TILE + j) * C1 + c) * C2 + o] = v as f32;
+            }
+        }
+    }
+    u
+}
+
+simd_fn! {
+    /// conv2 of one image's channels-last conv1 maps `a1` [26 × 26 × 32] with the
+    /// transformed filters `u` (see [`filters`]), then the 2x2 max-pool, conv2's bias `b2`
+    /// and ReLU once per pooled value (both commute with max), written to `pooled` in burn's
+    /// flatten order (channel, y, x). `winner`, when given, records which of the four values
+    /// won (0..4, row-major in the window), for the backward pass. `scratch` holds
+    /// [`SCRATCH`] floats; its contents do not matter.
+    pub(super) fn conv2_pool(
+        a1: &[f32],
+        u: &[f32],
+        b2: &[f32],
+        scratch: &mut [f32],
+        pooled: &mut [f32],
+        winner: Option<&mut [u8]>,
+    ) {
+        assert!(a1.len() == S1 * S1 * C1 && u.len() == POINTS * C1 * C2);
+        assert!(pooled.len() == FEATURES && scratch.len() >= SCRATCH && b2.len() == C2);
+        let mut winner = winner;
+        let (v, m) = scratch.split_at_mut(ROW_INPUTS);
+        let m = &mut m[..ROW_PRODUCTS];
+        for ty in 0..TILES {
+            transform_inputs(a1, ty, v);
+            for (point, (v, m)) in v
+                .chunks_exact(TILES * C1)
+                .zip(m.chunks_exact_mut(TILES * C2))
+                .enumerate()
+            {
+                let u = &u[point * C1 * C2..][..C1 * C2];
+                // Accumulators for six tiles × `W` output channels stay in registers: all
+                // 64 channels in AVX-512's 32 registers, 16 at a time in AVX2's 16.
+                if S::F32_LANES >= 16 {
+                    products::<64>(v, u, m);
+                } else {
+                    products::<16>(v, u, m);
+                }
+            }
+            for tx in 0..TILES {
+                let y = transform_outputs(m, tx);
+                pool_tile(&y, b2, (ty, tx), pooled, winner.as_deref_mut());
+            }
+        }
+    }
+}
+
+/// `v` [point][tile][32] ← Bᵀ d B for each tile d of the ty-th row, per channel.
+#[inline(always)]
+fn transform_inputs(a1: &[f32], ty: usize, v: &mut [f32]) {
+    // rows[i][x]: column x of the tile after the transform along y.
+    let mut rows = [[[0f32; C1]; TILE]; TILE];
+    let mut out = [[0f32; C1]; TILE];
+    for tx in 0..TILES {
+        for x in 0..TILE {
+            let px = |k: usize| channels::<C1>(a1, ((ty * OUT + k) * S1 + tx * OUT + x) * C1);
+            let [r0, r1, r2, r3, r4, r5] = &mut rows;
+            let column = [px(0), px(1), px(2), px(3), px(4), px(5)];
+            input_1d(
+                column,
+                [
+                    &mut r0[x], &mut r1[x], &mut r2[x], &mut r3[x], &mut r4[x], &mut r5[x],
+                ],
+            );
+        }
+        for (i, row) in rows.iter().enumerate() {
+            let [o0, o1, o2, o3, o4, o5] = &mut out;
+            let row = [&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]];
+            input_1d(row, [o0, o1, o2, o3, o4, o5]);
+            for (j, values) in out.iter().enumerate() {
+                v[((i * TILE + j) * TILES + tx) * C1..][..C1].copy_from_slice(values);
+            }
+        }
+    }
+}
+
+/// Bᵀ applied to six vectors of channels.
+#[inline(always)]
+fn input_1d<const N: usize>(d: [&[f32; N]; TILE], out: [&mut [f32; N]; TILE]) {
+    let [v0, v1, v2, v3, v4, v5] = out;
+    for c in 0..N {
+        let (d0, d1, d2, d3, d4, d5) = (d[0][c], d[1][c], d[2][c], d[3][c], d[4][c], d[5][c]);
+        v0[c] = 4.0 * d0 - 5.0 * d2 + d4;
+        v1[c] = -4.0 * (d1 + d2) + d3 + d4;
+        v2[c] = 4.0 * (d1 - d2) - d3 + d4;
+        v3[c] = -2.0 * (d1 - d3) - d2 + d4;
+        v4[c] = 2.0 * (d1 - d3) - d2 + d4;
+        v5[c] = 4.0 * d1 - 5.0 * d3 + d5;
+    }
+}
+
+/// `m` [tile][64] = `v` [tile][32] · `u` [32][64] for the six tiles of one point, `W`
+/// output channels at a time.
+#[inline(always)]
+fn products<const W: usize>(v: &[f32], u: &[f32], m: &mut [f32]) {
+    for first in (0..C2).step_by(W) {
+        let mut acc = [[0f32; W]; TILES];
+        for c in 0..C1 {
+            let u = channels::<W>(u, c * C2 + first);
+            for (acc, v) in acc.iter_mut().zip(v.chunks_exact(C1)) {
+                let v = v[c];
+                for (a, u) in acc.iter_mut().zip(u) {
+                    *a = v.mul_add(*u, *a);
+                }
+            }
+        }
+        for (acc, m) in acc.iter().zip(m.chunks_exact_mut(C2)) {
+            m[first..first + W].copy_from_slice(acc);
+        }
+    }
+}
+
+/// Aᵀ M A for tile `tx` of the row's products: the tile's 4x4 outputs, [y][x][64].
+#[inline(always)]
+fn transform_outputs(m: &[f32], tx: usize) -> [[[f32; C2]; OUT]; OUT] {
+    // cols[i][x]: column x after the transform along y.
+    let mut cols = [[[0f32; C2]; TILE]; OUT];
+    for x in 0..TILE {
+        let point = |k: usize| channels::<C2>(m, ((k * TILE + x) * TILES + tx) * C2);
+        let [c0, c1, c2, c3] = &mut cols;
+        let column = [point(0), point(1), point(2), point(3), point(4), point(5)];
+        output_1d(column, [&mut c0[x], &mut c1[x], &mut c2[x], &mut c3[x]]);
+    }
+    let mut y = [[[0f32; C2]; OUT]; OUT];
+    for (row, col) in y.iter_mut().zip(&cols) {
+        let [y0, y1, y2, y3] = row;
+        output_1d(
+            [&col[0], &col[1], &col[2], &col[3], &col[4], &col[5]],
+            [y0, y1, y2, y3],
+        );
+    }
+    y
+}
+
+/// Aᵀ applied to six vectors of channels.
+#[inline(always)]
+fn output_1d<const N: usize>(m: [&[f32; N]; TILE], out: [&mut [f32; N]; OUT]) {
+    let [y0, y1, y2, y3] = out;
+    for c in 0..N {
+        let (m0, m1, m2, m3, m4, m5) = (m[0][c], m[1][c], m[2][c], m[3][c], m[4][c], m[5][c]);
+        let (a, b) = (m1 + m2, m1 - m2);
+        let (p, q) = (m3 + m4, m3 - m4);
+        y0[c] = m0 + a + p;
+        y1[c] = b + 2.0 * q;
+        y2[c] = a + 4.0 * p;
+        y3[c] = b + 8.0 * q + m5;
+    }
+}
+
+/// The four 2x2 pooling windows of one tile's outputs `y`: max, then bias and ReLU, into
+/// burn's flatten order; the first of equal values wins.
+#[inline(always)]
+fn pool_tile(
+    y: &[[[f32; C2]; OUT]; OUT],
+    b2: &[f32],
+    (ty, tx): (usize, usize),
+    pooled: &mut [f32],
+    mut winner: Option<&mut [u8]>,
+) {
+    for wy in 0..2 {
+        for wx in 0..2 {
+            let (r0, r1) = (&y[2 * wy], &y[2 * wy + 1]);
+            let quad = [&r0[2 * wx], &r0[2 * wx + 1], &r1[2 * wx], &r1[2 * wx + 1]];
+            let at = (ty * 2 + wy) * SP + tx * 2 + wx;
+            let mut best = [0u8; C2];
+            let mut value = *quad[0];
+            for (q, v) in quad.iter().enumerate().skip(1) {
+                for c in 0..C2 {
+                    if v[c] > value[c] {
+                        (best[c], value[c]) = (q as u8, v[c]);
+                    }
+                }
+            }
+            for c in 0..C2 {
+                pooled[c * SP * SP + at] = (value[c] + b2[c]).max(0.0);
+            }
+            if let Some(w) = winner.as_deref_mut() {
+                for c in 0..C2 {
+                    w[c * SP * SP + at] = best[c];
+                }
+            }
+        }
+    }
+}
+
+/// The `N` values from `at` on, as an array reference.
+#[inline(always)]
+fn channels<const N: usize>(s: &[f32], at: usize) -> &[f32; N] {
+    s[at..at + N].try_into().expect("N values")
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    use super::*;
+    use crate::network::CONV2_SIDE as S2;
+
+    /// conv2 in f64, straight from the definition: [24][24][64] pre-activations.
+    fn direct(a1: &[f32], w2: &[f32]) -> Vec<f64> {
+        let mut z = vec![0f64; S2 * S2 * C2];
+        for y in 0..S2 {
+            for x in 0..S2 {
+                for o in 0..C2 {
+                    let mut s = 0f64;
+                    for c in 0..C1 {
+                        for k in 0..TAPS {
+                            let a = a1[((y + k / 3) * S1 + x + k % 3) * C1 + c];
+                            s += f64::from(a) * f64::from(w2[(o * C1 + c) * TAPS + k]);
+                        }
+                    }
+                    z[(y * S2 + x) * C2 + o] = s;
+                }
+            }
+        }
+        z
+    }
+
+    #[test]
+    fn pooled_features_match_the_direct_convolution() {
+        let mut rng = StdRng::seed_from_u64(5);
+        // conv1's maps are ReLU outputs: non-negative, with zeros.
+        let a1: Vec<f32> = (0..S1 * S1 * C1)
+            .map(|_| rng.random_range(-0.5f32..1.0).max(0.0))
+            .collect();
+        let w2: Vec<f32> = (0..C2 * C1 * TAPS)
+            .map(|_| rng.random_range(-0.1f32..0.1))
+            .collect();
+        let b2: Vec<f32> = (0..C2).map(|_| rng.random_range(-0.8f32..0.0)).collect();
+        let z = direct(&a1, &w2);
+        let mut pooled = vec![f32::NAN; FEATURES];
+        let mut winner = vec![9u8; FEATURES];
+        let mut scratch = vec![f32::NAN; SCRATCH];
+        let u = filters(&w2);
+        conv2_pool(&a1, &u, &b2, &mut scratch, &mut pooled, Some(&mut winner));
+        let scale = z.iter().fold(0f64, |m, v| m.max(v.abs()));
+        let mut live = 0;
+        for c in 0..C2 {
+            for py in 0..SP {
+                for px in 0..SP {
+                    let at = c * SP * SP + py * SP + px;
+                    let quad: Vec<f64> = (0..4)
+                        .map(|q| z[((2 * py + q / 2) * S2 + 2 * px + q % 2) * C2 + c])
+                        .collect();
+                    let max = quad.iter().copied().fold(f64::MIN, f64::max);
+                    let want = (max + f64::from(b2[c])).max(0.0);
+                    let got = f64::from(pooled[at]);
+                    assert!((got - want).abs() <= 1e-5 * scale, "{got} vs {want}");
+                    // The recorded winner holds the maximum, up to rounding.
+                    let won = quad[usize::from(winner[at])];
+                    assert!(
+                        max - won <= 1e-5 * scale,
+                        "winner {} of {quad:?}",
+                        winner[at]
+                    );
+                    live += usize::from(want > 0.0);
+                }
+            }
+        }
+        // Both sides of the ReLU were exercised.
+        assert!(live > FEATURES / 10 && live < FEATURES * 9 / 10, "{live}");
+        // Without a winner buffer, the same features.
+        let mut again = vec![0.0; FEATURES];
+        conv2_pool(&a1, &u, &b2, &mut scratch, &mut again, None);
+        assert_eq!(again, pooled);
+    }
+}
