@@ -161,7 +161,7 @@ impl<'a> Net<'a> {
     pub(super) fn run(&self, pixels: &[f32], dropout: Dropout, trace: bool) -> Pass {
         let n = pixels.len() / PIXELS;
         let p = self.params;
-        // Both written in full below.
+        // Every value of this (and of the trace's maps) is written below.
         let mut pooled = reuse(n * FEATURES);
         // Convolutions and the first dropout, for the group-th group of images.
         let conv = |group: usize, images: &[f32], out: &mut [f32], a1, winner| {
