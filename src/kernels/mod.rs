@@ -182,8 +182,8 @@ simd_fn! {
     /// an inner dimension of 9, a GEMM spends more on packing than on arithmetic.
     fn conv1(images: &[f32], w1: &[f32], b1: &[f32], a1: &mut [f32]) {
         // The weights and a pixel's 32 sums stay in registers.
-        let w: [[f32; C1]; TAPS] = std::array::from_fn(|k| taps(w1, k));
-        let b: [f32; C1] = taps(b1, 0);
+        let w: [[f32; C1]; TAPS] = std::array::from_fn(|k| *array(w1, k * C1));
+        let b: [f32; C1] = *array(b1, 0);
         for (img, out) in images.chunks(PIXELS).zip(a1.chunks_mut(S1 * S1 * C1)) {
             for (y, out) in out.chunks_exact_mut(S1 * C1).enumerate() {
                 let rows = &img[y * SIDE..][..3 * SIDE];
@@ -204,9 +204,11 @@ simd_fn! {
     }
 }
 
-/// The 32 values of row `k` of `w`.
-fn taps(w: &[f32], k: usize) -> [f32; C1] {
-    w[k * C1..][..C1].try_into().expect("32 values")
+/// The `N` values of `s` from `at` on, as an array: fixed sizes let the kernels keep rows of
+/// weights and sums in registers.
+#[inline(always)]
+fn array<const N: usize>(s: &[f32], at: usize) -> &[f32; N] {
+    s[at..at + N].try_into().expect("N values")
 }
 
 /// `y += a x`, fused multiply-adds where the processor has them.

@@ -17,8 +17,8 @@ use rayon::prelude::*;
 use super::ConvLayout::{Burn, Gemm, Rows};
 use super::forward::{Dropout, Layer, Net, Pass, Trace};
 use super::{
-    C1, C2, FEATURES, GROUP, K2, S1, SP, Stored, TAPS, axpy, matmul_stored, relayout, reuse, spare,
-    taps,
+    C1, C2, FEATURES, GROUP, K2, S1, SP, Stored, TAPS, array, axpy, matmul_stored, relayout, reuse,
+    spare,
 };
 use crate::metrics;
 use crate::network::{HIDDEN, Layer as Weights, NUM_CLASSES, PIXELS, Params, SIDE};
@@ -299,7 +299,7 @@ simd_fn! {
                     // The channel's weight gradient stays in registers (18 of AVX-512's 32)
                     // while its cells are walked, so a cell costs loads of its window and no
                     // stores; then its weights stay there while they are added into windows.
-                    let mut acc: [f32; K2] = (&*dw).try_into().expect("a row");
+                    let mut acc: [f32; K2] = *array(dw, 0);
                     for &(g, at) in cells {
                         for (ky, acc) in acc.chunks_exact_mut(run).enumerate() {
                             let window = &a1[at + ky * S1 * C1..][..run];
@@ -309,7 +309,7 @@ simd_fn! {
                         }
                     }
                     dw.copy_from_slice(&acc);
-                    let w: [f32; K2] = w.try_into().expect("a row");
+                    let w: [f32; K2] = *array(w, 0);
                     for &(g, at) in cells {
                         for (ky, w) in w.chunks_exact(run).enumerate() {
                             axpy(g, w, &mut dz1[at + ky * S1 * C1..][..run]);
@@ -319,8 +319,8 @@ simd_fn! {
             }
             // Through conv1's ReLU, then conv1's weight and bias gradients, which stay in
             // registers over the image's pixels.
-            let mut dw1: [[f32; C1]; TAPS] = std::array::from_fn(|k| taps(&grads.w1, k));
-            let mut db1: [f32; C1] = taps(&grads.b1, 0);
+            let mut dw1: [[f32; C1]; TAPS] = std::array::from_fn(|k| *array(&grads.w1, k * C1));
+            let mut db1: [f32; C1] = *array(&grads.b1, 0);
             for (y, (dz1, a1)) in dz1
                 .chunks_exact_mut(S1 * C1)
                 .zip(a1.chunks_exact(S1 * C1))
@@ -328,7 +328,7 @@ simd_fn! {
             {
                 let rows = &img[y * SIDE..][..3 * SIDE];
                 for (x, (d, a)) in dz1.chunks_exact_mut(C1).zip(a1.chunks_exact(C1)).enumerate() {
-                    let mut d: [f32; C1] = (&*d).try_into().expect("a pixel");
+                    let mut d: [f32; C1] = *array(d, 0);
                     for (d, &a) in d.iter_mut().zip(a) {
                         if a <= 0.0 {
                             *d = 0.0;

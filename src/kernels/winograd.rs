@@ -14,7 +14,7 @@
 //! each product's sum over channels runs in channel order with fused multiply-adds whatever
 //! the vector width, so every instruction set gives the same bytes.
 
-use super::{C1, C2, FEATURES, S1, SP, TAPS};
+use super::{C1, C2, FEATURES, S1, SP, TAPS, array};
 
 /// Side of an input tile.
 const TILE: usize = 6;
@@ -117,7 +117,7 @@ fn transform_inputs(a1: &[f32], ty: usize, v: &mut [f32]) {
     let mut out = [[0f32; C1]; TILE];
     for tx in 0..TILES {
         for x in 0..TILE {
-            let px = |k: usize| channels::<C1>(a1, ((ty * OUT + k) * S1 + tx * OUT + x) * C1);
+            let px = |k: usize| array::<C1>(a1, ((ty * OUT + k) * S1 + tx * OUT + x) * C1);
             let [r0, r1, r2, r3, r4, r5] = &mut rows;
             let column = [px(0), px(1), px(2), px(3), px(4), px(5)];
             input_1d(
@@ -160,7 +160,7 @@ fn products<const W: usize>(v: &[f32], u: &[f32], m: &mut [f32]) {
     for first in (0..C2).step_by(W) {
         let mut acc = [[0f32; W]; TILES];
         for c in 0..C1 {
-            let u = channels::<W>(u, c * C2 + first);
+            let u = array::<W>(u, c * C2 + first);
             for (acc, v) in acc.iter_mut().zip(v.chunks_exact(C1)) {
                 let v = v[c];
                 for (a, u) in acc.iter_mut().zip(u) {
@@ -180,7 +180,7 @@ fn transform_outputs(m: &[f32], tx: usize) -> [[[f32; C2]; OUT]; OUT] {
     // cols[i][x]: column x after the transform along y.
     let mut cols = [[[0f32; C2]; TILE]; OUT];
     for x in 0..TILE {
-        let point = |k: usize| channels::<C2>(m, ((k * TILE + x) * TILES + tx) * C2);
+        let point = |k: usize| array::<C2>(m, ((k * TILE + x) * TILES + tx) * C2);
         let [c0, c1, c2, c3] = &mut cols;
         let column = [point(0), point(1), point(2), point(3), point(4), point(5)];
         output_1d(column, [&mut c0[x], &mut c1[x], &mut c2[x], &mut c3[x]]);
@@ -245,12 +245,6 @@ fn pool_tile(
             }
         }
     }
-}
-
-/// The `N` values from `at` on, as an array reference.
-#[inline(always)]
-fn channels<const N: usize>(s: &[f32], at: usize) -> &[f32; N] {
-    s[at..at + N].try_into().expect("N values")
 }
 
 #[cfg(test)]
