@@ -9,7 +9,7 @@
 use rayon::prelude::*;
 
 use super::ConvLayout::{Burn, Gemm};
-use super::{C1, FEATURES, GROUP, S1, dense, features, relayout, reuse, spare, winograd};
+use super::{Buffer, C1, FEATURES, GROUP, S1, dense, features, relayout, reuse, spare, winograd};
 use crate::network::{DROPOUT_HIDDEN, DROPOUT_POOLED, HIDDEN, PIXELS, Params};
 
 /// The two layers dropout acts on.
@@ -114,14 +114,14 @@ pub struct Net<'a> {
     /// conv1's weight as [9 × 32]: row (ky, kx), column output channel.
     w1: Vec<f32>,
     /// conv2's weight in Winograd's transformed domain (see [`winograd::filters`]).
-    u2: Vec<f32>,
+    u2: Buffer,
 }
 
 /// One forward pass.
 pub(super) struct Pass {
     /// The pooled features after dropout, [n × 9216] in burn's flatten order: zero where
     /// either ReLU or dropout stopped the gradient.
-    pub features: Vec<f32>,
+    pub features: Buffer,
     /// The first dense layer's outputs after ReLU and dropout, [n × 128].
     pub hidden: Vec<f32>,
     /// [n × 10].
@@ -133,7 +133,7 @@ pub(super) struct Pass {
 /// The convolutions' intermediate values, kept for the backward pass.
 pub(super) struct Trace {
     /// conv1's activations, channels-last [n × 26 × 26 × 32].
-    pub a1: Vec<f32>,
+    pub a1: Buffer,
     /// Which of its window's four values each pooled feature came from.
     pub winner: Vec<u8>,
 }

@@ -17,8 +17,8 @@ use rayon::prelude::*;
 use super::ConvLayout::{Burn, Gemm, Rows};
 use super::forward::{Dropout, Layer, Net, Pass, Trace};
 use super::{
-    C1, C2, FEATURES, GROUP, K2, S1, SP, Stored, TAPS, array, axpy, matmul_stored, relayout, reuse,
-    spare,
+    Buffer, C1, C2, FEATURES, GROUP, K2, S1, SP, Stored, TAPS, array, axpy, matmul_stored,
+    relayout, reuse, spare, zeros,
 };
 use crate::metrics;
 use crate::network::{HIDDEN, Layer as Weights, NUM_CLASSES, PIXELS, Params, SIDE};
@@ -95,7 +95,7 @@ struct DenseGrads {
     dense1: Weights,
     dense2: Weights,
     /// The gradient with respect to the pooled features after dropout, [n × 9216].
-    features: Vec<f32>,
+    features: Buffer,
 }
 
 /// The dense layers' backward pass, from the logits' gradient.
@@ -254,7 +254,7 @@ simd_fn! {
         w2: &[f32],
         grads: &mut ConvGrads,
     ) {
-        let mut dz1 = vec![0.0f32; S1 * S1 * C1];
+        let mut dz1 = zeros(S1 * S1 * C1);
         // A window's three rows of (kx, channel): 96 contiguous values each, a map row apart.
         let run = 3 * C1;
         let per_image = pooled

@@ -14,7 +14,7 @@
 //! each product's sum over channels runs in channel order with fused multiply-adds whatever
 //! the vector width, so every instruction set gives the same bytes.
 
-use super::{C1, C2, FEATURES, S1, SP, TAPS, array};
+use super::{Buffer, C1, C2, FEATURES, S1, SP, TAPS, array, zeros};
 
 /// Side of an input tile.
 const TILE: usize = 6;
@@ -22,14 +22,19 @@ const TILE: usize = 6;
 const OUT: usize = 4;
 /// Tiles per row and per column of an image: 24 / 4.
 const TILES: usize = 6;
+/// Output channels the output transform and the pooling take at a time: one AVX-512 vector,
+/// so that a tile's values stay in registers.
+const LANES: usize = 16;
 /// Points of the transformed domain: 6 x 6.
 const POINTS: usize = TILE * TILE;
 /// The transformed inputs of one row of tiles: [point][tile][input channel].
 const ROW_INPUTS: usize = POINTS * TILES * C1;
 /// Their products with the filters: [point][tile][output channel].
 const ROW_PRODUCTS: usize = POINTS * TILES * C2;
+/// Their pooled values, channels-last: [2 pooled rows × 12][output channel].
+const ROW_POOLED: usize = 2 * SP * C2;
 /// Scratch space [`conv2_pool`] needs, in floats.
-pub(super) const SCRATCH: usize = ROW_INPUTS + ROW_PRODUCTS;
+pub(super) const SCRATCH: usize = ROW_INPUTS + ROW_PRODUCTS + ROW_POOLED;
 
 /// G, the filter transform of F(4x4, 3x3): a 3-tap filter to its 6 transformed values.
 const G: [[f64; 3]; TILE] = [
@@ -43,9 +48,9 @@ const G: [[f64; 3]; TILE] = [
 
 /// conv2's weight in the transformed domain, U = G g Gᵀ for each (input, output) channel
 /// pair: [point][input channel][output channel]. Computed in f64 and rounded once.
-pub(super) fn filters(w2: &[f32]) -> Vec<f32> {
+pub(super) fn filters(w2: &[f32]) -> Buffer {
     assert_eq!(w2.len(), C2 * C1 * TAPS);
-    let mut u = vec![0.0f32; POINTS * C1 * C2];
+    let mut u = zeros(POINTS * C1 * C2);
     for (pair, g) in w2.chunks(TAPS).enumerate() {
         let (o, c) = (pair / C1, pair % C1);
         // G g: [6][3], over the filter's rows.
@@ -83,8 +88,10 @@ simd_fn! {
         assert!(a1.len() == S1 * S1 * C1 && u.len() == POINTS * C1 * C2);
         assert!(pooled.len() == FEATURES && scratch.len() >= SCRATCH && b2.len() == C2);
         let mut winner = winner;
-        let (v, m) = scratch.split_at_mut(ROW_INPUTS);
-        let m = &mut m[..ROW_PRODUCTS];
+        let (v, rest) = scratch.split_at_mut(ROW_INPUTS);
+        let (m, stage) = rest.split_at_mut(ROW_PRODUCTS);
+        let stage = &mut stage[..ROW_POOLED];
+        let mut won = [0u8; ROW_POOLED];
         for ty in 0..TILES {
             transform_inputs(a1, ty, v);
             for (point, (v, m)) in v
@@ -102,9 +109,33 @@ simd_fn! {
                 }
             }
             for tx in 0..TILES {
-                let y = transform_outputs(m, tx);
-                pool_tile(&y, b2, (ty, tx), pooled, winner.as_deref_mut());
+                for first in (0..C2).step_by(LANES) {
+                    let y = transform_outputs(m, tx, first);
+                    let won = winner.is_some().then_some(&mut won);
+                    pool_tile(&y, (b2, first), tx, stage, won);
+                }
             }
+            // The two pooled rows, channels-last in `stage`, to burn's order: per channel,
+            // 24 consecutive values. Transposed here (the compiler gathers) rather than
+            // scattered value by value from the pooling, so that the pooling runs on whole
+            // vectors: the scattered stores had cost a fifth of the pass.
+            let rows = ty * 2 * SP;
+            transpose_row(stage, pooled, rows);
+            if let Some(w) = winner.as_deref_mut() {
+                transpose_row(&won, w, rows);
+            }
+        }
+    }
+}
+
+/// `dst[c × 144 + rows + p] = src[p × 64 + c]` for the 24 positions `p` of a row of tiles'
+/// pooled values and the 64 channels `c`.
+#[inline(always)]
+fn transpose_row<T: Copy>(src: &[T], dst: &mut [T], rows: usize) {
+    let src = &src[..2 * SP * C2];
+    for (c, out) in dst[rows..].chunks_mut(SP * SP).take(C2).enumerate() {
+        for (p, o) in out[..2 * SP].iter_mut().enumerate() {
+            *o = src[p * C2 + c];
         }
     }
 }
@@ -174,18 +205,19 @@ fn products<const W: usize>(v: &[f32], u: &[f32], m: &mut [f32]) {
     }
 }
 
-/// Aᵀ M A for tile `tx` of the row's products: the tile's 4x4 outputs, [y][x][64].
+/// Aᵀ M A for tile `tx` of the row's products, output channels `first..first + LANES`: the
+/// tile's 4x4 outputs, [y][x][LANES].
 #[inline(always)]
-fn transform_outputs(m: &[f32], tx: usize) -> [[[f32; C2]; OUT]; OUT] {
+fn transform_outputs(m: &[f32], tx: usize, first: usize) -> [[[f32; LANES]; OUT]; OUT] {
     // cols[i][x]: column x after the transform along y.
-    let mut cols = [[[0f32; C2]; TILE]; OUT];
+    let mut cols = [[[0f32; LANES]; TILE]; OUT];
     for x in 0..TILE {
-        let point = |k: usize| array::<C2>(m, ((k * TILE + x) * TILES + tx) * C2);
+        let point = |k: usize| array::<LANES>(m, ((k * TILE + x) * TILES + tx) * C2 + first);
         let [c0, c1, c2, c3] = &mut cols;
         let column = [point(0), point(1), point(2), point(3), point(4), point(5)];
         output_1d(column, [&mut c0[x], &mut c1[x], &mut c2[x], &mut c3[x]]);
     }
-    let mut y = [[[0f32; C2]; OUT]; OUT];
+    let mut y = [[[0f32; LANES]; OUT]; OUT];
     for (row, col) in y.iter_mut().zip(&cols) {
         let [y0, y1, y2, y3] = row;
         output_1d(
@@ -211,37 +243,51 @@ fn output_1d<const N: usize>(m: [&[f32; N]; TILE], out: [&mut [f32; N]; OUT]) {
     }
 }
 
-/// The four 2x2 pooling windows of one tile's outputs `y`: max, then bias and ReLU, into
-/// burn's flatten order; the first of equal values wins.
+/// The four 2x2 pooling windows of tile `tx`'s outputs `y`, for the `LANES` output channels
+/// from `first` on: max, then bias and ReLU, into the row's channels-last `stage` (see
+/// [`ROW_POOLED`]); and, when asked, which value won (0..4, row-major in the window; the
+/// first of equal values) into `won`, laid out alike.
 #[inline(always)]
 fn pool_tile(
-    y: &[[[f32; C2]; OUT]; OUT],
-    b2: &[f32],
-    (ty, tx): (usize, usize),
-    pooled: &mut [f32],
-    mut winner: Option<&mut [u8]>,
+    y: &[[[f32; LANES]; OUT]; OUT],
+    (b2, first): (&[f32], usize),
+    tx: usize,
+    stage: &mut [f32],
+    mut won: Option<&mut [u8; ROW_POOLED]>,
 ) {
+    let bias = array::<LANES>(b2, first);
     for wy in 0..2 {
         for wx in 0..2 {
             let (r0, r1) = (&y[2 * wy], &y[2 * wy + 1]);
             let quad = [&r0[2 * wx], &r0[2 * wx + 1], &r1[2 * wx], &r1[2 * wx + 1]];
-            let at = (ty * 2 + wy) * SP + tx * 2 + wx;
-            let mut best = [0u8; C2];
+            let at = (wy * SP + tx * 2 + wx) * C2 + first;
             let mut value = *quad[0];
-            for (q, v) in quad.iter().enumerate().skip(1) {
-                for c in 0..C2 {
-                    if v[c] > value[c] {
-                        (best[c], value[c]) = (q as u8, v[c]);
+            for v in &quad[1..] {
+                for (m, &x) in value.iter_mut().zip(v.iter()) {
+                    *m = if x > *m { x } else { *m };
+                }
+            }
+            // ReLU as a select: LLVM keeps this on whole vectors, where `f32::max` here
+            // became sixteen scalar instructions.
+            let mut out = value;
+            for (v, b) in out.iter_mut().zip(bias) {
+                let s = *v + b;
+                *v = if s > 0.0 { s } else { 0.0 };
+            }
+            stage[at..at + LANES].copy_from_slice(&out);
+            if let Some(won) = won.as_deref_mut() {
+                // The first of the four that holds the maximum.
+                let mut best = [3u8; LANES];
+                for q in (0..3).rev() {
+                    for c in 0..LANES {
+                        best[c] = if quad[q][c] == value[c] {
+                            q as u8
+                        } else {
+                            best[c]
+                        };
                     }
                 }
-            }
-            for c in 0..C2 {
-                pooled[c * SP * SP + at] = (value[c] + b2[c]).max(0.0);
-            }
-            if let Some(w) = winner.as_deref_mut() {
-                for c in 0..C2 {
-                    w[c * SP * SP + at] = best[c];
-                }
+                won[at..at + LANES].copy_from_slice(&best);
             }
         }
     }
