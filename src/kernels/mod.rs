@@ -246,26 +246,10 @@ thread_local! {
 }
 
 thread_local! {
-    /// Each worker thread's scratch space for conv1's maps (when no trace keeps them) and
-    /// conv2's transformed tiles: reused from group to group rather than allocated afresh.
-    static SCRATCH: RefCell<Buffer> = RefCell::new(Buffer::new(0));
-}
-
-/// Runs `f` on this thread's scratch space, at least `len` long; its contents are whatever
-/// the last user left.
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    SCRATCH.with_borrow_mut(|buf| {
-        if buf.len() < len {
-            buf.resize(len, 0.0);
-        }
-        f(&mut buf[..len])
-    })
-}
-
-thread_local! {
-    /// Large buffers a pass has finished with, kept for the next pass on this thread. Fresh
-    /// allocations this size come from the kernel as zeroed pages: faulting in ~20 MB per
-    /// training step (~6,600 faults) cost ~6 ms of a ~45 ms step.
+    /// Large buffers a pass has finished with, kept for the next pass on this thread (and each
+    /// worker thread's scratch space, kept from group to group). Fresh allocations this size
+    /// come from the kernel as zeroed pages: faulting in ~20 MB per training step (~6,600
+    /// faults) cost ~6 ms of a ~45 ms step.
     static SPARE: RefCell<Vec<Buffer>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -315,21 +299,21 @@ fn features(
     let maps = images.len() / PIXELS * S1 * S1 * C1;
     // Without a trace to keep, conv1's maps live in scratch space only while conv2 reads them.
     let own_maps = if a1.is_some() { 0 } else { maps };
-    with_scratch(own_maps + winograd::SCRATCH, |scratch| {
-        let (own, scratch) = scratch.split_at_mut(own_maps);
-        let a1 = a1.unwrap_or(own);
-        conv1(images, w1, b1, a1);
-        for (i, (a1, pooled)) in a1
-            .chunks(S1 * S1 * C1)
-            .zip(pooled.chunks_mut(FEATURES))
-            .enumerate()
-        {
-            let winner = winner
-                .as_deref_mut()
-                .map(|w| &mut w[i * FEATURES..][..FEATURES]);
-            winograd::conv2_pool(a1, u2, b2, scratch, pooled, winner);
-        }
-    });
+    let mut space = reuse(own_maps + winograd::SCRATCH);
+    let (own, scratch) = space.split_at_mut(own_maps);
+    let a1 = a1.unwrap_or(own);
+    conv1(images, w1, b1, a1);
+    for (i, (a1, pooled)) in a1
+        .chunks(S1 * S1 * C1)
+        .zip(pooled.chunks_mut(FEATURES))
+        .enumerate()
+    {
+        let winner = winner
+            .as_deref_mut()
+            .map(|w| &mut w[i * FEATURES..][..FEATURES]);
+        winograd::conv2_pool(a1, u2, b2, scratch, pooled, winner);
+    }
+    spare(space);
 }
 
 /// `rows · weights + bias`, then ReLU if asked: a dense layer over rows of `input`.

@@ -18,7 +18,7 @@ use super::ConvLayout::{Burn, Gemm, Rows};
 use super::forward::{Dropout, Layer, Net, Pass, Trace};
 use super::{
     Buffer, C1, C2, FEATURES, GROUP, K2, S1, SP, Stored, TAPS, array, axpy, matmul_stored,
-    relayout, reuse, spare, zeros,
+    relayout, reuse, spare,
 };
 use crate::metrics;
 use crate::network::{HIDDEN, Layer as Weights, NUM_CLASSES, PIXELS, Params, SIDE};
@@ -254,7 +254,8 @@ simd_fn! {
         w2: &[f32],
         grads: &mut ConvGrads,
     ) {
-        let mut dz1 = zeros(S1 * S1 * C1);
+        // Zeroed per image below.
+        let mut dz1 = reuse(S1 * S1 * C1);
         // A window's three rows of (kx, channel): 96 contiguous values each, a map row apart.
         let run = 3 * C1;
         let per_image = pooled
@@ -350,6 +351,7 @@ simd_fn! {
             }
             grads.b1.copy_from_slice(&db1);
         }
+        spare(dz1);
     }
 }
 
