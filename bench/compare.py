@@ -1,12 +1,16 @@
 """mnist-cnn against Keras/TensorFlow and PyTorch on this machine, in one sitting.
 
-    MNIST_DATA_DIR=../shared/mnist python3 bench/compare.py
+    MNIST_DATA_DIR=~/mnist python3 bench/compare.py
 
 Runs `cargo bench --bench train_step` and, where importable by BENCH_PYTHON (default: this
 Python), bench/keras_mnist_cnn.py and bench/torch_mnist_cnn.py, ROUNDS times in turn (default
 1; interleaved so that a drifting machine hurts all alike), and prints each system's medians,
 each round's figures, and mnist-cnn's time over each peer's. BENCH_STEPS sets the training
 steps per measurement.
+
+BENCH_BINARY=PATH runs that prebuilt `train_step` bench binary instead of `cargo bench`;
+BENCH_BASELINE=PATH adds another build of it (an earlier commit, say) as a row of its own, in
+the same rounds, so that a change is measured before and after in one run.
 """
 
 import json
@@ -28,11 +32,14 @@ def last_json(text):
     raise RuntimeError("no result line in:\n" + text)
 
 
-def ours():
+def ours(binary=None, label=None):
     env = dict(os.environ, BENCH_FORMAT="json")
-    out = subprocess.run(["cargo", "bench", "--quiet", "--bench", "train_step"], cwd=ROOT,
-                         env=env, capture_output=True, text=True, check=True)
-    return last_json(out.stdout)
+    command = [binary] if binary else ["cargo", "bench", "--quiet", "--bench", "train_step"]
+    out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    result = last_json(out.stdout)
+    if label:
+        result["system"] += f" {label}"
+    return result
 
 
 def peer(script, module):
@@ -49,10 +56,13 @@ def peer(script, module):
 def main():
     rounds = int(os.environ.get("ROUNDS", "1"))
     runs = {}
+    systems = [("mnist-cnn", lambda: ours(os.environ.get("BENCH_BINARY")))]
+    if os.environ.get("BENCH_BASELINE"):
+        systems.append(("baseline", lambda: ours(os.environ["BENCH_BASELINE"], "(baseline)")))
+    systems += [("keras", lambda: peer("keras_mnist_cnn.py", "tensorflow")),
+                ("torch", lambda: peer("torch_mnist_cnn.py", "torch"))]
     for _ in range(rounds):
-        for name, run in [("mnist-cnn", ours),
-                          ("keras", lambda: peer("keras_mnist_cnn.py", "tensorflow")),
-                          ("torch", lambda: peer("torch_mnist_cnn.py", "torch"))]:
+        for name, run in systems:
             result = run()
             if result is not None:
                 runs.setdefault(name, []).append(result)

@@ -9,10 +9,11 @@
 
 use std::time::Instant;
 
+use mnist_cnn::checkpoint::TrainerState;
 use mnist_cnn::data::batch;
 use mnist_cnn::data::{DataSource, Fetcher, Part};
-use mnist_cnn::engine::{self, Backend, Forward, TrainerState};
-use mnist_cnn::eval::evaluate;
+use mnist_cnn::engine::{self, Backend, Forward};
+use mnist_cnn::evaluate::evaluate;
 
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.total_cmp(b));

@@ -5,7 +5,7 @@
 # On a machine without a GPU it runs on Mesa's software Vulkan (lavapipe, Debian's
 # mesa-vulkan-drivers), installed here when no Vulkan driver is present. Too long for every
 # push on 2 cores (the `--features wgpu` release build alone takes 20-35 minutes), so it runs
-# apart from .ci/run, on the schedule the README gives: weekly, and before merging changes to
+# apart from .ci/run (docs/gpu.md): before merging changes to
 # the GPU path.
 #
 #   scripts/gpu-smoke.sh            # build (target/wgpu) and run

@@ -5,7 +5,7 @@ Takes the first TRAIN training and TEST test images (with their labels) from a d
 holding the four full MNIST .gz files, and writes them in the same gzipped IDX layout and
 file names. Deterministic: gzip timestamps are zeroed, so re-running gives identical files.
 
-    python3 scripts/make-subset.py ../shared/mnist data/mnist-subset --train 3000 --test 1000
+    python3 scripts/make-subset.py ~/mnist data/mnist-subset --train 3000 --test 1000
 """
 import argparse
 import gzip

@@ -1,4 +1,5 @@
-//! The per-epoch checkpoint: everything needed to continue training exactly where it stopped.
+//! A trainer's state, and the per-epoch checkpoint that holds it on disk: everything needed to
+//! continue training exactly where it stopped.
 //!
 //! Shuffling and dropout are seeded per (seed, epoch, step), so the parameters, Adadelta's
 //! accumulators, the finished epoch count and the hyper-parameters are the whole state: a run
@@ -15,10 +16,10 @@ use std::path::{Path, PathBuf};
 
 use burn_pack::{self, Bytes, DType, Reader, Scalar, Writer};
 
-use crate::engine::TrainerState;
 use crate::error::{Error, Result};
 use crate::network::Params;
 use crate::optim::{Accumulators, Adadelta};
+use crate::settings::Settings;
 
 /// What the `format` metadata of a checkpoint says.
 const FORMAT: &str = "mnist-cnn checkpoint";
@@ -26,16 +27,32 @@ const VERSION: u64 = 4;
 /// The magic of the hand-made layout used up to version 3.
 const OLD_MAGIC: &[u8; 8] = b"MNISTCKP";
 
+/// Everything a trainer holds, on either engine: the parameters and Adadelta's accumulators.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainerState {
+    pub params: Params,
+    pub accumulators: Accumulators,
+}
+
+impl TrainerState {
+    /// A fresh run: Keras's initialisation from `seed`, accumulators at zero.
+    pub fn fresh(seed: u64) -> TrainerState {
+        TrainerState {
+            params: Params::glorot(seed),
+            accumulators: Accumulators::zeros(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Checkpoint {
-    /// The epochs the run was asked for, and those it has finished.
-    pub epochs: u32,
-    pub epochs_done: u32,
-    pub seed: u64,
-    pub batch: u32,
-    pub lr: f64,
-    pub train_len: u64,
-    pub test_len: u64,
+    /// The run's settings; `epochs` is the target.
+    pub settings: Settings,
+    /// The epochs finished.
+    pub epochs_done: usize,
+    /// The training and test set sizes the run was made with.
+    pub train_len: usize,
+    pub test_len: usize,
     /// The parameters and Adadelta's accumulators after `epochs_done` epochs.
     pub state: TrainerState,
     /// The finished epochs, as [`crate::history::to_csv`] writes them.
@@ -69,15 +86,23 @@ impl Checkpoint {
                 tensors.push(f32_tensor(format!("{group}.{name}"), shape, None, values));
             }
         }
+        // The file's scalar types: counts as u32, set sizes as u64.
+        let count = |n: usize| u32::try_from(n).map(Scalar::from);
+        let size = |n: usize| Scalar::from(n as u64);
+        let s = &self.settings;
+        let too_large = |_| Error::Serialise {
+            what: "checkpoint",
+            reason: "an epoch count or batch size too large to store".into(),
+        };
         let scalars: [(&str, Scalar); 8] = [
             ("version", VERSION.into()),
-            ("epochs", self.epochs.into()),
-            ("epochs_done", self.epochs_done.into()),
-            ("seed", self.seed.into()),
-            ("batch", self.batch.into()),
-            ("lr", self.lr.into()),
-            ("train_len", self.train_len.into()),
-            ("test_len", self.test_len.into()),
+            ("epochs", count(s.epochs).map_err(too_large)?),
+            ("epochs_done", count(self.epochs_done).map_err(too_large)?),
+            ("seed", s.seed.into()),
+            ("batch", count(s.batch).map_err(too_large)?),
+            ("lr", s.lr.into()),
+            ("train_len", size(self.train_len)),
+            ("test_len", size(self.test_len)),
         ];
         let mut writer = Writer::new(tensors)
             .with_metadata("format", FORMAT)
@@ -85,9 +110,10 @@ impl Checkpoint {
         for (key, value) in scalars {
             writer = writer.with_scalar(key, value);
         }
-        let bytes = writer
-            .into_bytes()
-            .map_err(|e| Error::Backend(format!("cannot write the checkpoint: {e}")))?;
+        let bytes = writer.into_bytes().map_err(|e| Error::Serialise {
+            what: "checkpoint",
+            reason: e.to_string(),
+        })?;
         Ok(bytes.to_vec())
     }
 
@@ -113,19 +139,24 @@ impl Checkpoint {
                 "version {version}, this program reads {VERSION}"
             )));
         }
+        let count = |key| scalar::<u32>(scalars, key).and_then(|n| usize::try_from(n).ok());
+        let size = |key| scalar::<u64>(scalars, key).and_then(|n| usize::try_from(n).ok());
         let header = (|| {
+            let settings = Settings {
+                epochs: count("epochs")?,
+                batch: count("batch")?,
+                lr: f64::try_from(*scalars.get("lr")?).ok()?,
+                seed: scalar(scalars, "seed")?,
+            };
             Some((
-                scalar(scalars, "epochs")?,
-                scalar(scalars, "epochs_done")?,
-                scalar(scalars, "seed")?,
-                scalar(scalars, "batch")?,
-                f64::try_from(*scalars.get("lr")?).ok()?,
-                scalar(scalars, "train_len")?,
-                scalar(scalars, "test_len")?,
+                settings,
+                count("epochs_done")?,
+                size("train_len")?,
+                size("test_len")?,
             ))
         })();
-        let (epochs, epochs_done, seed, batch, lr, train_len, test_len) =
-            header.ok_or_else(|| fail("its numbers are missing or out of range"))?;
+        let (settings, epochs_done, train_len, test_len) =
+            header.ok_or_else(|| fail("its settings are missing or out of range"))?;
         let group = |group: &str| {
             Params::from_named(|name, shape| {
                 let bytes = reader.tensor_data(&format!("{group}.{name}")).ok()?;
@@ -146,11 +177,8 @@ impl Checkpoint {
             .cloned()
             .ok_or_else(|| fail("no history"))?;
         Ok(Checkpoint {
-            epochs,
+            settings,
             epochs_done,
-            seed,
-            batch,
-            lr,
             train_len,
             test_len,
             state,
@@ -159,14 +187,7 @@ impl Checkpoint {
     }
 
     pub fn load(path: &Path) -> Result<Checkpoint> {
-        let bytes =
-            crate::fsutil::read_at_most(path, crate::model::MAX_FILE_BYTES).map_err(|reason| {
-                Error::Model {
-                    path: path.to_path_buf(),
-                    reason,
-                }
-            })?;
-        Checkpoint::from_bytes(bytes, path)
+        Checkpoint::from_bytes(crate::model::read_bytes(path)?, path)
     }
 }
 
@@ -210,11 +231,11 @@ mod tests {
         state.accumulators.grad.dense2.bias[3] = 0.25;
         state.accumulators.update.conv1.weight[0] = -1.5;
         Checkpoint {
-            epochs: 12,
+            settings: Settings {
+                seed: 42,
+                ..Settings::DEFAULT
+            },
             epochs_done: 3,
-            seed: 42,
-            batch: 128,
-            lr: 1.0,
             train_len: 60000,
             test_len: 10000,
             state,

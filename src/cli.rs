@@ -3,16 +3,18 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
-use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
+use crate::commands::download::DownloadOptions;
+use crate::commands::eval::EvalOptions;
+use crate::commands::predict::PredictOptions;
+use crate::commands::serve::ServeOptions;
+use crate::commands::train::TrainOptions;
 use crate::data::{DEFAULT_MIRRORS, DataSource, Fetcher};
-use crate::download::DownloadOptions;
 use crate::engine::Backend;
 use crate::error::{Error, Result};
-use crate::eval::EvalOptions;
-use crate::predict::PredictOptions;
 use crate::progress::Verbosity;
-use crate::train::{RunParams, TrainOptions};
+use crate::settings::{Given, Settings};
 
 const AFTER_HELP: &str = "\
 Exit status: 0 success, 1 runtime failure (bad data or model file, network, I/O),
@@ -52,12 +54,17 @@ pub enum Command {
     /// Each picture is prepared the way MNIST was made: grey levels, inverted when the page is
     /// light, cropped to the ink, scaled to 20 px with anti-aliasing and centred by its centre
     /// of mass in 28x28. Unreadable or blank files are reported and the rest still printed.
+    /// A picture whose header declares more than 50 megapixels is refused before decoding.
     Predict(PredictArgs),
     /// Print the network's layers, output shapes and parameter counts, Keras-style.
     Summary,
     /// Serve a page to draw digits on (or drop a photo of one) and watch the model read them,
     /// and its JSON API: POST /api/predict with an image body, GET /api/model. Ctrl-C stops
     /// it (exit status 0).
+    ///
+    /// Uploads are limited to 5 MB and `--upload-timeout`; a picture whose header declares
+    /// more than 50 megapixels is answered 413 before decoding; large pictures are prepared in
+    /// a lane of their own (full: 503 with Retry-After), and every request ends within 30 s.
     Serve(ServeArgs),
     /// Fetch and verify the four MNIST files into the data directory without training, or
     /// with --check report what it holds without any network. For preparing an offline
@@ -86,6 +93,11 @@ pub struct ServeArgs {
     /// Port to listen on; 0 picks a free one (the URL printed names it).
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
+
+    /// Seconds a client has to deliver its whole upload; a slower one is answered 408 and
+    /// holds nothing meanwhile.
+    #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub upload_timeout: u64,
 
     #[command(flatten)]
     pub compute: ComputeArgs,
@@ -127,34 +139,43 @@ pub struct PredictArgs {
     pub compute: ComputeArgs,
 }
 
+/// `help` of a setting that a resumed run takes from its checkpoint, with its default from
+/// [`Settings::DEFAULT`].
+fn setting(what: &str, default: impl std::fmt::Display) -> String {
+    format!("{what} [default: {default}; resuming: the checkpoint's]")
+}
+
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// Passes over the training set [default: 12; resuming: the checkpoint's, and a larger
-    /// number extends the run].
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    pub epochs: Option<u32>,
+    #[arg(long, value_parser = positive(), help = setting(
+        "Passes over the training set; resuming, a larger number extends the run",
+        Settings::DEFAULT.epochs,
+    ))]
+    pub epochs: Option<usize>,
 
-    /// Images per gradient step [default: 128; resuming: the checkpoint's].
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    pub batch: Option<u32>,
+    #[arg(long, value_parser = positive(), help = setting("Images per gradient step", Settings::DEFAULT.batch))]
+    pub batch: Option<usize>,
 
-    /// Adadelta learning rate [default: 1.0, Keras's; resuming: the checkpoint's]. Rho 0.95
-    /// and epsilon 1e-7 are fixed.
-    #[arg(long)]
+    #[arg(long, help = setting(
+        "Adadelta learning rate (Keras's; rho 0.95 and epsilon 1e-7 are fixed)",
+        Settings::DEFAULT.lr,
+    ))]
     pub lr: Option<f64>,
 
-    /// Seed for weight initialisation, shuffling and dropout [default: 1337; resuming: the
-    /// checkpoint's]. The same seed on the same machine gives a byte-identical model file.
-    #[arg(long)]
+    #[arg(long, help = setting(
+        "Seed for weight initialisation, shuffling and dropout: the same seed gives a \
+         byte-identical model file",
+        Settings::DEFAULT.seed,
+    ))]
     pub seed: Option<u64>,
 
     /// Train on only the first N training images.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub limit_train: Option<u64>,
+    #[arg(long, value_name = "N", value_parser = positive())]
+    pub limit_train: Option<usize>,
 
     /// Validate on only the first N test images.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub limit_test: Option<u64>,
+    #[arg(long, value_name = "N", value_parser = positive())]
+    pub limit_test: Option<usize>,
 
     /// Where to save the trained model (burn's burnpack format) [default: model.bin, or
     /// beside the checkpoint when resuming]. Replaced only once the new file is completely
@@ -196,8 +217,8 @@ pub struct EvalArgs {
     pub model: PathBuf,
 
     /// Evaluate on only the first N test images.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub limit_test: Option<u64>,
+    #[arg(long, value_name = "N", value_parser = positive())]
+    pub limit_test: Option<usize>,
 
     /// Also print the confusion matrix and per-class precision and recall.
     #[arg(long)]
@@ -225,25 +246,13 @@ pub struct ComputeArgs {
     /// where the processor has them; the fastest on a CPU); `flex`, burn's own CPU backend
     /// through burn's autodiff (the code path a GPU run takes, on the CPU); `wgpu`, a GPU
     /// through burn (needs a build with `--features wgpu`). Checkpoints resume on any of them.
-    #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
-    pub backend: BackendArg,
+    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    pub backend: Backend,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BackendArg {
-    Cpu,
-    Flex,
-    Wgpu,
-}
-
-impl From<BackendArg> for Backend {
-    fn from(arg: BackendArg) -> Backend {
-        match arg {
-            BackendArg::Cpu => Backend::Cpu,
-            BackendArg::Flex => Backend::Flex,
-            BackendArg::Wgpu => Backend::Wgpu,
-        }
-    }
+/// Counts of 1 and more (epochs, batch size, image limits).
+fn positive() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
 }
 
 #[derive(Debug, Args)]
@@ -313,15 +322,15 @@ pub fn main() -> i32 {
 /// Runs one parsed command line, writing its output to `out`.
 pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
     match cli.command {
-        Command::Train(args) => crate::train::run(&args.options()?, out),
-        Command::Eval(args) => crate::eval::run(&args.options(), out),
-        Command::Predict(args) => crate::predict::run(&args.options(), out),
+        Command::Train(args) => crate::commands::train::run(&args.options()?, out),
+        Command::Eval(args) => crate::commands::eval::run(&args.options(), out),
+        Command::Predict(args) => crate::commands::predict::run(&args.options(), out),
         Command::Summary => {
             let model = crate::model::Model::new(&burn::tensor::Device::flex(), 0);
             writeln!(out, "{}", model.summary()).map_err(Error::stdout)
         }
-        Command::Download(args) => crate::download::run(&args.options(), out),
-        Command::Serve(args) => crate::serve::run(&args.options(), out),
+        Command::Download(args) => crate::commands::download::run(&args.options(), out),
+        Command::Serve(args) => crate::commands::serve::run(&args.options(), out),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "mnist-cnn", out);
             Ok(())
@@ -330,11 +339,6 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             .render(out)
             .map_err(Error::stdout),
     }
-}
-
-/// `Some(n)` as a count, for the `--limit-*` options.
-fn limit(value: Option<u64>) -> Option<usize> {
-    value.map(|n| usize::try_from(n).unwrap_or(usize::MAX))
 }
 
 impl TrainArgs {
@@ -346,13 +350,13 @@ impl TrainArgs {
             )));
         }
         Ok(TrainOptions {
-            given: RunParams {
-                epochs: self.epochs.map(|n| n as usize),
-                batch: self.batch.map(|n| n as usize),
+            given: Given {
+                epochs: self.epochs,
+                batch: self.batch,
                 lr: self.lr,
                 seed: self.seed,
-                limit_train: limit(self.limit_train),
-                limit_test: limit(self.limit_test),
+                limit_train: self.limit_train,
+                limit_test: self.limit_test,
             },
             verbosity: Verbosity::from_level(self.verbose),
             interactive: std::io::stdout().is_terminal(),
@@ -360,19 +364,20 @@ impl TrainArgs {
             resume: self.resume.clone(),
             plot: self.plot.clone(),
             summary: self.summary,
-            backend: self.compute.backend.into(),
+            backend: self.compute.backend,
             data: self.data.source(),
         })
     }
 }
 
 impl ServeArgs {
-    pub fn options(&self) -> crate::serve::ServeOptions {
-        crate::serve::ServeOptions {
+    pub fn options(&self) -> ServeOptions {
+        ServeOptions {
             model: self.model.clone(),
             host: self.host.clone(),
             port: self.port,
-            backend: self.compute.backend.into(),
+            upload_timeout: std::time::Duration::from_secs(self.upload_timeout),
+            backend: self.compute.backend,
         }
     }
 }
@@ -390,11 +395,11 @@ impl EvalArgs {
     pub fn options(&self) -> EvalOptions {
         EvalOptions {
             model: self.model.clone(),
-            limit_test: limit(self.limit_test),
+            limit_test: self.limit_test,
             report: self.report,
             errors: self.errors.clone(),
             json: self.json,
-            backend: self.compute.backend.into(),
+            backend: self.compute.backend,
             data: self.data.source(),
         }
     }
@@ -408,7 +413,7 @@ impl PredictArgs {
             index: self.index,
             json: self.json,
             show: self.show.clone(),
-            backend: self.compute.backend.into(),
+            backend: self.compute.backend,
         }
     }
 }

@@ -44,9 +44,25 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
-    /// The compute backend could not be set up or failed.
-    #[error("{0}")]
-    Backend(String),
+    /// `--backend wgpu` found no GPU driver.
+    #[error(
+        "--backend wgpu: no GPU adapter found: no Vulkan, Metal, DX12 or OpenGL driver answered \
+         (without a GPU on Debian/Ubuntu, `apt install mesa-vulkan-drivers` gives a slow \
+         software one; or use --backend cpu)"
+    )]
+    NoGpu,
+
+    /// burn's optimizer state could not be read from or handed to burn's engine.
+    #[error("burn's optimizer state: {0}")]
+    OptimizerState(String),
+
+    /// A model or checkpoint could not be turned into bytes.
+    #[error("cannot serialise the {what}: {reason}")]
+    Serialise { what: &'static str, reason: String },
+
+    /// The HTTP client (downloads) or the server (`serve`) could not start or failed.
+    #[error("{what}: {reason}")]
+    Network { what: &'static str, reason: String },
 
     /// Training diverged: the loss stopped being a finite number.
     #[error("training diverged: loss is {value} at epoch {epoch}, step {step}")]

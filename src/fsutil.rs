@@ -16,9 +16,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
     let mut temp = new_temp(dir, &format!(".{name}."), ".tmp")?;
-    temp.write_all(bytes)
+    // Through the plain file, so that an error is the system's own, named once by the file the
+    // user asked for: tempfile's writer adds "at path <the hidden temporary>" to it.
+    temp.as_file_mut()
+        .write_all(bytes)
         .and_then(|()| temp.as_file().sync_all())
-        .map_err(|e| Error::io("cannot write", temp.path().to_path_buf(), e))?;
+        .map_err(|e| Error::io("cannot write", path, e))?;
     temp.persist(path)
         .map_err(|e| Error::io("cannot replace", path, e.error))?;
     Ok(())
@@ -26,15 +29,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Reads a whole file that should be at most `max` bytes, checking the size before
 /// allocating: a huge or endless file (`/dev/zero`) is refused, not read into memory.
-pub fn read_at_most(path: &Path, max: u64) -> std::result::Result<Vec<u8>, String> {
+pub fn read_at_most(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let file = std::fs::File::open(path)?;
     let mut bytes = Vec::new();
-    file.take(max + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
+    file.take(max + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > max {
-        return Err(format!("larger than the {} MiB a model can be", max >> 20));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("larger than the {} MiB a model can be", max >> 20),
+        ));
     }
     Ok(bytes)
 }

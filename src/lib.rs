@@ -1,19 +1,29 @@
 //! mnist-cnn: the Keras MNIST convnet, trained and used from one native binary on burn.
 //!
-//! The binary is a thin shell over this library: `cli` parses arguments into each command's
-//! options; `data` fetches and decodes MNIST; `network` defines the network once (sizes,
-//! dropout, named parameters); `model` is it as burn modules; `kernels` are our CPU forward
-//! and backward passes; `engine` chooses between them and burn's autodiff; `optim` holds
-//! Adadelta; `metrics` scores rows of logits; `train`, `eval` and `predict` are the commands;
-//! `progress` renders Keras's log.
+//! The binary is a thin shell: [`cli`] parses arguments and runs one of the [`commands`].
+//! Below them, one concept a module (docs/architecture.md maps them):
+//!
+//! - the network: [`network`] defines it once (sizes, dropout, named parameters);
+//!   [`reference`](mod@reference) is it in plain loops, to read first; [`model`] is it as burn modules and the
+//!   model file;
+//! - computing it: [`engine`] chooses between our [`kernels`] and burn's autodiff; [`optim`]
+//!   holds Adadelta; [`metrics`] scores rows of logits;
+//! - training: [`settings`] owns a run's settings, [`fit`] is the epoch loop, [`rng`] its random
+//!   streams, [`checkpoint`] its state on disk, [`history`] and [`progress`] its record and log;
+//! - using a model: [`evaluate`] (loss, accuracy, confusion), [`digits`] (people's pictures);
+//! - data: [`data`] fetches and decodes MNIST;
+//! - output: [`charts`] draws, [`fsutil`] writes atomically, [`error`] types every failure.
 
+pub mod charts;
 pub mod checkpoint;
 pub mod cli;
+pub mod commands;
 pub mod data;
-pub mod download;
+pub mod digits;
 pub mod engine;
 pub mod error;
-pub mod eval;
+pub mod evaluate;
+pub mod fit;
 pub mod fsutil;
 pub mod history;
 pub mod interrupt;
@@ -23,10 +33,9 @@ pub mod model;
 pub mod network;
 pub mod notes;
 pub mod optim;
-pub mod picture;
-pub mod predict;
 pub mod progress;
-pub mod serve;
-pub mod train;
+pub mod reference;
+pub mod rng;
+pub mod settings;
 
 pub use error::{Error, Result};

@@ -226,7 +226,10 @@ impl Model {
             .clone()
             .into_record()
             .into_bytes()
-            .map_err(|e| Error::Backend(format!("cannot serialise the model: {e}")))?;
+            .map_err(|e| Error::Serialise {
+                what: "model",
+                reason: e.to_string(),
+            })?;
         Ok(bytes.to_vec())
     }
 
@@ -248,13 +251,16 @@ impl Model {
 
     /// Loads a model file from disk.
     pub fn load(path: &Path, device: &Device) -> Result<Model> {
-        let bytes =
-            crate::fsutil::read_at_most(path, MAX_FILE_BYTES).map_err(|reason| Error::Model {
-                path: path.to_path_buf(),
-                reason,
-            })?;
-        Model::from_bytes(bytes, path, device)
+        Model::from_bytes(read_bytes(path)?, path, device)
     }
+}
+
+/// The bytes of a model or checkpoint file, at most [`MAX_FILE_BYTES`] of them.
+pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    crate::fsutil::read_at_most(path, MAX_FILE_BYTES).map_err(|e| Error::Model {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
 }
 
 /// Reads a model file into its parameters.

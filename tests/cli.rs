@@ -24,22 +24,30 @@ fn eval_on_subset(model: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// One epoch on the subset with `--plot`, run once for the tests below: its directory
+/// (model.bin, model.history.csv, curves.png) and its stdout.
+fn one_epoch() -> &'static (std::path::PathBuf, String) {
+    static RUN: std::sync::OnceLock<(std::path::PathBuf, String)> = std::sync::OnceLock::new();
+    RUN.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let out = cmd()
+            .args(["train", "--epochs", "1", "--data-dir"])
+            .arg(subset_dir())
+            .arg("--out")
+            .arg(dir.join("model.bin"))
+            .arg("--plot")
+            .arg(dir.join("curves.png"))
+            .assert()
+            .success()
+            .get_output()
+            .clone();
+        (dir, String::from_utf8(out.stdout).unwrap())
+    })
+}
+
 #[test]
-fn trains_one_epoch_on_the_subset_then_eval_agrees() {
-    let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("model.bin");
-    let out = cmd()
-        .args(["train", "--epochs", "1", "--data-dir"])
-        .arg(subset_dir())
-        .arg("--out")
-        .arg(&model)
-        .arg("--plot")
-        .arg(dir.path().join("curves.png"))
-        .assert()
-        .success()
-        .get_output()
-        .clone();
-    let stdout = String::from_utf8(out.stdout).unwrap();
+fn trains_one_epoch_on_the_subset_with_keras_s_log_then_eval_agrees() {
+    let (dir, stdout) = one_epoch();
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
         lines[..6],
@@ -57,7 +65,7 @@ fn trains_one_epoch_on_the_subset_then_eval_agrees() {
     assert!(epoch, "epoch line: {:?}", lines[5]);
     assert!(!stdout.contains('\r') && !stdout.contains('\u{8}'));
 
-    let (loss, accuracy) = test_lines(&stdout);
+    let (loss, accuracy) = test_lines(stdout);
     // Chance is 0.10 and loss ln(10) = 2.30; one epoch of 24 steps gets well past both.
     assert!(accuracy >= 0.6, "accuracy {accuracy}");
     assert!(loss < 1.2, "loss {loss}");
@@ -68,12 +76,17 @@ fn trains_one_epoch_on_the_subset_then_eval_agrees() {
         lines[5]
     );
 
-    let eval_stdout = eval_on_subset(&model, &[]);
+    let eval_stdout = eval_on_subset(&dir.join("model.bin"), &[]);
     assert_eq!(test_lines(&eval_stdout), (loss, accuracy));
     assert!(eval_stdout.starts_with("1000 test samples\n"));
+}
 
+#[test]
+fn training_writes_the_history_csv_and_the_curves() {
+    let (dir, stdout) = one_epoch();
+    let (loss, accuracy) = test_lines(stdout);
     // The history beside the model holds the epoch's numbers in full.
-    let csv = std::fs::read_to_string(dir.path().join("model.history.csv")).unwrap();
+    let csv = std::fs::read_to_string(dir.join("model.history.csv")).unwrap();
     let rows: Vec<&str> = csv.lines().collect();
     assert_eq!(rows[0], "epoch,loss,acc,val_loss,val_acc,seconds");
     let fields: Vec<f64> = rows[1].split(',').map(|f| f.parse().unwrap()).collect();
@@ -81,20 +94,22 @@ fn trains_one_epoch_on_the_subset_then_eval_agrees() {
         (rows.len(), fields[0], fields[3], fields[4]),
         (2, 1.0, loss, accuracy)
     );
-    assert!(
-        lines.contains(
-            &format!(
-                "History saved to {}",
-                dir.path().join("model.history.csv").display()
-            )
-            .as_str()
-        )
+    let saved = format!(
+        "History saved to {}",
+        dir.join("model.history.csv").display()
     );
-    let curves = image::open(dir.path().join("curves.png")).unwrap();
+    assert!(stdout.lines().any(|l| l == saved), "{stdout}");
+    let curves = image::open(dir.join("curves.png")).unwrap();
     assert_eq!((curves.width(), curves.height()), (960, 400));
+}
 
+#[test]
+fn eval_s_report_and_error_sheet_add_up() {
+    let (dir, stdout) = one_epoch();
+    let (_, accuracy) = test_lines(stdout);
     // --report: the matrix sums to the test set and its diagonal to the accuracy.
-    let sheet = dir.path().join("errors.png");
+    let sheet = dir.join("errors.png");
+    let model = dir.join("model.bin");
     let report = eval_on_subset(&model, &["--report", "--errors", sheet.to_str().unwrap()]);
     let matrix: Vec<Vec<usize>> = report
         .lines()
@@ -293,6 +308,66 @@ fn fails_with_one_line(cmd: &mut Command, code: i32, needle: &str) {
         "stderr lacks {needle:?}: {stderr}"
     );
     assert!(!stderr.contains("panicked"));
+}
+
+/// A disk that fills up during training: exit 1, one line that names the file the user knows
+/// (`model.bin.ckpt`) once, the old model intact, no temporary left behind. The full disk is a
+/// 1 MiB tmpfs, which needs root: elsewhere the test says it was skipped.
+#[test]
+fn a_full_disk_ends_training_in_one_line_and_keeps_the_old_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(dir.path())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        let note = "SKIPPED a_full_disk_ends_training_in_one_line_and_keeps_the_old_model: \
+                    cannot mount a small tmpfs (needs root)\n";
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), note.as_bytes());
+        return;
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(dir.path());
+    let model = dir.path().join("model.bin");
+    std::fs::write(&model, b"the old model").unwrap();
+    let checkpoint = dir.path().join("model.bin.ckpt").display().to_string();
+    let mut train = cmd();
+    train
+        .args([
+            "train",
+            "--epochs",
+            "1",
+            "--limit-train",
+            "64",
+            "--limit-test",
+            "32",
+        ])
+        .args(["--verbose", "0", "--data-dir"])
+        .arg(subset_dir())
+        .arg("--out")
+        .arg(&model);
+    let out = train.assert().code(1).get_output().clone();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    // The subset's files are not canonical MNIST: their notes aside, one line.
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.starts_with("note: "))
+        .collect();
+    let want = format!("error: cannot write {checkpoint}: No space left on device (os error 28)");
+    assert_eq!(errors, [want.as_str()], "{stderr}");
+    assert_eq!(std::fs::read(&model).unwrap(), b"the old model");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["model.bin"], "{left:?}");
 }
 
 #[test]
@@ -563,23 +638,7 @@ fn digit_page(k: usize) -> Vec<u8> {
 #[test]
 fn predict_reads_pictures_and_idx_and_reports_bad_files_without_stopping() {
     let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("model.bin");
-    cmd()
-        .args([
-            "train",
-            "--epochs",
-            "1",
-            "--limit-test",
-            "100",
-            "--verbose",
-            "0",
-            "--data-dir",
-        ])
-        .arg(subset_dir())
-        .arg("--out")
-        .arg(&model)
-        .assert()
-        .success();
+    let model = one_epoch().0.join("model.bin");
     let good = dir.path().join("seven.pgm");
     std::fs::write(&good, digit_page(0)).unwrap();
     let blank = dir.path().join("blank.pgm");
@@ -636,8 +695,14 @@ fn predict_reads_pictures_and_idx_and_reports_bad_files_without_stopping() {
         let img = image::open(&path).unwrap();
         assert_eq!((img.width(), img.height()), (28, 28));
     }
+}
 
-    // Plain output: one line per readable image.
+#[test]
+fn predict_prints_a_line_per_picture_and_an_idx_file_needs_an_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = one_epoch().0.join("model.bin");
+    let good = dir.path().join("seven.pgm");
+    std::fs::write(&good, digit_page(0)).unwrap();
     let out = cmd()
         .arg("predict")
         .arg(&model)
@@ -648,8 +713,53 @@ fn predict_reads_pictures_and_idx_and_reports_bad_files_without_stopping() {
         .clone();
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.starts_with(&format!("{}: ", good.display())) && text.contains("runner-up"));
-    // An IDX file needs --index.
+    let idx = subset_dir().join("t10k-images-idx3-ubyte.gz");
     fails_with_one_line(cmd().arg("predict").arg(&model).arg(&idx), 1, "--index");
+}
+
+/// A picture that declares 400 megapixels is refused from its header, in one line naming its
+/// size and the limit, while the other pictures still print; a 12-megapixel phone photo reads.
+#[test]
+fn predict_refuses_a_picture_declaring_too_many_pixels_and_reads_a_phone_photo() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = one_epoch().0.join("model.bin");
+    let hostile = dir.path().join("hostile.png");
+    std::fs::write(&hostile, common::png_declaring(20_000, 20_000)).unwrap();
+    let photo = dir.path().join("photo.jpg");
+    std::fs::write(&photo, common::phone_photo(0)).unwrap();
+    let (_, label) = common::digit_pgm(0);
+
+    let start = std::time::Instant::now();
+    fails_with_one_line(
+        cmd().arg("predict").arg(&model).arg(&hostile),
+        1,
+        "hostile.png: the picture is 20000x20000 (400.0 megapixels), over the limit of 50 megapixels",
+    );
+    // Refused from the header: decoding 400 million pixels would take seconds and 400 MB.
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+
+    let out = cmd()
+        .arg("predict")
+        .arg(&model)
+        .args([&hostile, &photo])
+        .arg("--json")
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows[0]["file"], photo.display().to_string());
+    assert_eq!(rows[0]["digit"], label, "{rows}");
+    assert!(
+        rows[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("over the limit of 50 megapixels")
+    );
 }
 
 /// A first run on a machine without network: a short message that says how to go on, fast.

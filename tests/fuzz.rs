@@ -1,5 +1,6 @@
 //! Mutation fuzzing of everything that reads untrusted bytes: the IDX/gzip reader, the model
-//! loader and the checkpoint reader, through resuming a run from it. A bounded count runs in `cargo test`; set FUZZ_ITERS for
+//! loader, the checkpoint reader through resuming a run from it, and the pictures `predict`
+//! and `serve` read. A bounded count runs in `cargo test`; set FUZZ_ITERS for
 //! a longer run (`FUZZ_ITERS=100000 cargo test --release --test fuzz -- --nocapture`).
 //! Any panic fails the test; a clean `Err` is the expected answer to garbage.
 
@@ -8,13 +9,14 @@ mod common;
 use std::path::Path;
 
 use burn::tensor::Device;
-use mnist_cnn::checkpoint::Checkpoint;
+use mnist_cnn::checkpoint::{Checkpoint, TrainerState};
+use mnist_cnn::commands::serve::status_of;
+use mnist_cnn::data::Split;
 use mnist_cnn::data::idx::{self, Kind};
-use mnist_cnn::data::{DataSource, Fetcher, Split};
-use mnist_cnn::engine::{Backend, TrainerState};
+use mnist_cnn::engine::Backend;
+use mnist_cnn::fit;
 use mnist_cnn::model::Model;
-use mnist_cnn::progress::Verbosity;
-use mnist_cnn::train::{self, RunParams, TrainOptions};
+use mnist_cnn::settings::{Given, Settings};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 fn iterations(default: usize) -> usize {
@@ -159,11 +161,13 @@ fn resuming_from_a_mutated_checkpoint_never_panics() {
     };
     let (train, test) = (split(6), split(4));
     let ckpt = Checkpoint {
-        epochs: 2,
+        settings: Settings {
+            epochs: 2,
+            batch: 3,
+            lr: 1.0,
+            seed: 1,
+        },
         epochs_done: 1,
-        seed: 1,
-        batch: 3,
-        lr: 1.0,
         train_len: 6,
         test_len: 4,
         state: TrainerState::fresh(1),
@@ -176,20 +180,6 @@ fn resuming_from_a_mutated_checkpoint_never_panics() {
     let mut rng = StdRng::seed_from_u64(0xc4);
     let n = iterations(150);
     let (mut resumed_count, mut refused) = (0, 0);
-    let options = TrainOptions {
-        given: RunParams::default(),
-        verbosity: Verbosity::Silent,
-        interactive: false,
-        out: None,
-        resume: Some(path.clone()),
-        plot: None,
-        summary: false,
-        backend: Backend::Cpu,
-        data: DataSource {
-            dir: dir.path().into(),
-            fetcher: Fetcher::default(),
-        },
-    };
     for i in 0..n {
         // Mostly the header and metadata (the first KiB), sometimes anywhere.
         let input = if i % 4 == 0 {
@@ -207,8 +197,8 @@ fn resuming_from_a_mutated_checkpoint_never_panics() {
             Backend::Cpu
         };
         let resumed = Checkpoint::load(&path).and_then(|ckpt| {
-            train::resolve(&options, Some((&path, &ckpt)))?;
-            train::restore(&path, ckpt, (&train, &test), backend)
+            Given::default().resolve(Some((&path, &ckpt)))?;
+            fit::restore(&path, ckpt, (&train, &test), backend)
         });
         match resumed {
             Ok(mut run) => {
@@ -229,4 +219,52 @@ fn resuming_from_a_mutated_checkpoint_never_panics() {
         resumed_count > 0 && refused > 0,
         "both outcomes should occur"
     );
+}
+
+/// PNG, JPEG and PGM pictures with their headers and bodies mutated: reading one never panics,
+/// and every answer is a digit's 28x28 or a reason that `serve` answers with a 4xx.
+#[test]
+fn pictures_never_panic_and_every_answer_is_a_digit_or_a_4xx() {
+    let (pgm, _) = common::digit_pgm(0);
+    let grey = mnist_cnn::digits::decode(&pgm).unwrap();
+    let big = image::imageops::resize(&grey, 120, 90, image::imageops::FilterType::Triangle);
+    let encode = |format| {
+        let mut out = std::io::Cursor::new(Vec::new());
+        big.write_to(&mut out, format).unwrap();
+        out.into_inner()
+    };
+    let bases = [
+        pgm.clone(),
+        encode(image::ImageFormat::Png),
+        encode(image::ImageFormat::Jpeg),
+        common::png_declaring(300, 200),
+    ];
+    let mut rng = StdRng::seed_from_u64(0x91c);
+    let n = iterations(400);
+    let (mut digits, mut refused) = (0, 0);
+    for i in 0..n {
+        let base = &bases[i % bases.len()];
+        // Mostly the header (the first 64 bytes), sometimes anywhere.
+        let input = if i % 3 == 0 {
+            mutate(&mut rng, base)
+        } else {
+            let head = base.len().min(64);
+            let mut input = base.clone();
+            input.splice(..head, mutate(&mut rng, &base[..head]));
+            input
+        };
+        match mnist_cnn::digits::read(&input) {
+            Ok(pixels) => {
+                assert_eq!(pixels.len(), idx::PIXELS);
+                digits += 1;
+            }
+            Err(reason) => {
+                let status = status_of(&reason);
+                assert!(status.is_client_error(), "{reason}: {status}");
+                refused += 1;
+            }
+        }
+    }
+    println!("pictures: {n} mutations: {digits} read, {refused} refused with a 4xx, 0 panics");
+    assert!(digits > 0 && refused > 0, "both outcomes should occur");
 }

@@ -1,6 +1,6 @@
 //! The GPU path (`--backend wgpu`) run for real: on a GPU where there is one, else on Mesa's
 //! software Vulkan (lavapipe), which is slow but runs every kernel a GPU would. Built only with
-//! `--features wgpu`; `scripts/gpu-smoke.sh` builds and runs it (see the README).
+//! `--features wgpu`; `scripts/gpu-smoke.sh` builds and runs it (see docs/gpu.md).
 //!
 //! Small shapes on purpose: on lavapipe the first use of each kernel costs a compilation and an
 //! autotune whose benchmark runs grow with the batch.

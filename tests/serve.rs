@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{Served, digit_pgm, f64s, send_json, trained_model};
+use common::{Served, digit_pgm, f64s, phone_photo, png_declaring, send_json, trained_model};
 use serde_json::Value;
 
 fn client() -> reqwest::blocking::Client {
@@ -127,8 +127,8 @@ fn predicts_describes_and_refuses_bad_input_then_keeps_serving() {
 }
 
 #[test]
-fn a_stalled_upload_does_not_stall_others_and_many_clients_are_answered() {
-    let served = Served::start(&trained_model());
+fn a_stalled_upload_does_not_stall_others_and_is_refused_in_time() {
+    let served = Served::start_with(&trained_model(), &["--upload-timeout", "2"]);
     let url = served.url.clone();
     // A client that declares a body and sends only part of it, then waits.
     let address = url.trim_start_matches("http://").to_string();
@@ -145,11 +145,29 @@ fn a_stalled_upload_does_not_stall_others_and_many_clients_are_answered() {
     let (pgm, _) = digit_pgm(1);
     assert_eq!(post(&url, pgm).0, 200);
     assert!(
-        start.elapsed() < Duration::from_secs(5),
+        start.elapsed() < Duration::from_secs(2),
         "{:?}",
         start.elapsed()
     );
+    // The stalled upload itself is refused once its time (2 s here) is up.
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = stalled.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(answer.contains("took too long"), "{answer:?}");
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(15),
+        "{waited:?}"
+    );
+}
 
+#[test]
+fn eight_clients_at_once_are_all_answered_right() {
+    let served = Served::start(&trained_model());
+    let url = served.url.clone();
     // 200 requests from 8 clients at once, each a different digit, all answered right.
     let digits: Vec<(Vec<u8>, u8)> = (0..25).map(digit_pgm).collect();
     let expected: Vec<u64> = digits
@@ -182,12 +200,59 @@ fn a_stalled_upload_does_not_stall_others_and_many_clients_are_answered() {
         .filter(|((_, label), got)| u64::from(*label) == **got)
         .count();
     assert!(right >= 20, "{right} of 25");
-    // The stalled upload itself is refused once its time (10 s) is up.
-    stalled
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut answer = String::new();
-    let _ = stalled.read_to_string(&mut answer);
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
-    assert!(answer.contains("took too long"), "{answer:?}");
+}
+
+/// A picture that declares too many pixels gets 413 from its header alone, a phone photo still
+/// reads, and large pictures beyond the lane's queue are told to come back (503, Retry-After)
+/// while small ones are answered.
+#[test]
+fn hostile_pictures_are_refused_and_large_ones_queue_in_their_own_lane() {
+    let served = Served::start(&trained_model());
+    let url = served.url.clone();
+    let (status, answer) = post(&url, png_declaring(20_000, 20_000));
+    assert_eq!(status, 413, "{answer}");
+    let says = answer["error"].as_str().unwrap();
+    assert!(
+        says.contains("20000x20000") && says.contains("limit of 50 megapixels"),
+        "{says}"
+    );
+
+    let photo = phone_photo(3);
+    let (_, label) = digit_pgm(3);
+    let (status, answer) = post(&url, photo.clone());
+    assert_eq!(
+        (status, answer["digit"].as_u64()),
+        (200, Some(u64::from(label))),
+        "{answer}"
+    );
+
+    // Eight photos at once: the large lane takes four, the rest are told to retry.
+    let answers: Vec<(u16, Option<String>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    let response = client()
+                        .post(format!("{url}/api/predict"))
+                        .body(photo.clone())
+                        .send()
+                        .unwrap();
+                    let retry = response.headers().get("retry-after");
+                    let retry = retry.map(|v| v.to_str().unwrap().to_string());
+                    (response.status().as_u16(), retry)
+                })
+            })
+            .collect();
+        // A small digit meanwhile is answered.
+        let (pgm, _) = digit_pgm(1);
+        assert_eq!(post(&url, pgm).0, 200);
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let ok = answers.iter().filter(|(s, _)| *s == 200).count();
+    let busy: Vec<_> = answers.iter().filter(|(s, _)| *s == 503).collect();
+    assert_eq!(ok + busy.len(), 8, "{answers:?}");
+    assert!(ok >= 4 && !busy.is_empty(), "{answers:?}");
+    assert!(
+        busy.iter().all(|(_, retry)| retry.as_deref() == Some("1")),
+        "{answers:?}"
+    );
 }

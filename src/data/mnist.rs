@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use super::download::Fetcher;
+use super::fetch::Fetcher;
 use super::idx::{self, Decoded, Kind, PIXELS};
 use crate::error::{Error, IdxFault, Result};
 
@@ -199,9 +199,9 @@ impl DataSource {
             .collect()
     }
 
-    /// Downloads each of the [`FILES`] that is missing (verified, as always); each file's path,
-    /// status, and whether it was downloaded now. Stops at the first file no mirror gives.
-    pub fn download(&self) -> Result<Vec<(PathBuf, FileStatus, bool)>> {
+    /// Fetches each of the [`FILES`] that is missing (verified, as always); each file's path,
+    /// status, and whether it was fetched now. Stops at the first file no mirror gives.
+    pub fn fill(&self) -> Result<Vec<(PathBuf, FileStatus, bool)>> {
         let mut report = Vec::new();
         for ((path, status), file) in self.check().into_iter().zip(&FILES) {
             report.push(match status {

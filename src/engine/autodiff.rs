@@ -6,7 +6,8 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_pack::{self, Reader, Writer};
 
-use super::{Backend, Forward, StepOutcome, Trainer, TrainerState};
+use super::{Backend, Forward, StepOutcome, Trainer};
+use crate::checkpoint::TrainerState;
 use crate::checkpoint::{f32_tensor, f32s};
 use crate::data::batch::images_tensor;
 use crate::error::{Error, Result};
@@ -124,7 +125,7 @@ fn to_vec(data: TensorData) -> Vec<f32> {
 
 /// The Adadelta state `optim` holds for `model`'s parameters (zero where it has none yet).
 fn accumulators_of(optim: &ModuleOptimizer, model: &Model) -> Result<Accumulators> {
-    let fail = |e: String| Error::Backend(format!("cannot read burn's optimizer state: {e}"));
+    let fail = |e: String| Error::OptimizerState(format!("cannot read it: {e}"));
     let bytes = optim.into_bytes().map_err(|e| fail(e.to_string()))?;
     let reader = Reader::from_bytes(bytes).map_err(|e| fail(e.to_string()))?;
     let ids = model.param_ids();
@@ -164,7 +165,7 @@ fn optimizer_with(accumulators: &Accumulators, model: &Model) -> Result<ModuleOp
             tensors.push(f32_tensor(name, shape, Some(id.val()), values));
         }
     }
-    let fail = |e: String| Error::Backend(format!("cannot set burn's optimizer state: {e}"));
+    let fail = |e: String| Error::OptimizerState(format!("cannot set it: {e}"));
     let bytes = Writer::new(tensors)
         .into_bytes()
         .map_err(|e| fail(e.to_string()))?;

@@ -1,7 +1,8 @@
 //! The CPU engine: our own kernels for the forward and backward passes, Adadelta over the
 //! plain parameter vectors.
 
-use super::{Backend, Forward, StepOutcome, Trainer, TrainerState};
+use super::{Backend, Forward, StepOutcome, Trainer};
+use crate::checkpoint::TrainerState;
 use crate::error::Result;
 use crate::kernels::forward::{Dropout, Net};
 use crate::kernels::training;

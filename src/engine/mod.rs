@@ -15,12 +15,12 @@ pub mod cpu;
 
 use burn::tensor::Device;
 
+use crate::checkpoint::TrainerState;
 use crate::error::{Error, Result};
 use crate::network::Params;
-use crate::optim::Accumulators;
 
-/// Where and how the network is computed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where and how the network is computed; `--backend` takes it as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {
     /// Our own CPU kernels.
     Cpu,
@@ -78,23 +78,6 @@ pub trait Trainer: Forward {
     fn backend(&self) -> Backend;
 }
 
-/// Everything a trainer holds: the parameters and Adadelta's accumulators.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TrainerState {
-    pub params: Params,
-    pub accumulators: Accumulators,
-}
-
-impl TrainerState {
-    /// A fresh run: Keras's initialisation from `seed`, accumulators at zero.
-    pub fn fresh(seed: u64) -> TrainerState {
-        TrainerState {
-            params: Params::glorot(seed),
-            accumulators: Accumulators::zeros(),
-        }
-    }
-}
-
 /// The trainer of `backend`, starting from `state`.
 pub fn trainer(backend: Backend, state: TrainerState) -> Result<Box<dyn Trainer>> {
     Ok(match backend {
@@ -118,14 +101,7 @@ fn wgpu_device() -> Result<Device> {
     Device::enumerate(DeviceType::Wgpu)
         .into_iter()
         .next()
-        .ok_or_else(|| {
-            Error::Backend(
-                "--backend wgpu: no GPU adapter found: no Vulkan, Metal, DX12 or OpenGL driver \
-                 answered (without a GPU on Debian/Ubuntu, `apt install mesa-vulkan-drivers` gives \
-                 a slow software one; or use --backend cpu)"
-                    .into(),
-            )
-        })
+        .ok_or(Error::NoGpu)
 }
 
 /// Mesa's Vulkan drivers probe for a Wayland display when wgpu opens them and, where

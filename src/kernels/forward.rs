@@ -1,16 +1,17 @@
 //! The network's one forward pass on the CPU, with dropout (training) or without (validation,
 //! `eval`, `predict`): channels-last convolutions, parallel over groups of images.
 //!
-//! burn's flex backend runs this pass at about 1,200 images/s on two cores, mostly outside
-//! its GEMM; here conv1 is a direct loop, conv2 is Winograd's F(4x4, 3x3) fused with the
-//! max-pool, bias and ReLU (`winograd.rs`), the dense layers are GEMMs over the batch,
-//! and the large buffers are reused from pass to pass.
+//! conv1 is a direct loop, conv2 is Winograd's F(4x4, 3x3) fused with the max-pool, bias and
+//! ReLU (`winograd.rs`), the dense layers are GEMMs over the batch, and the large buffers are
+//! reused from pass to pass. The same pass in plain loops, layer by layer:
+//! [`crate::reference::forward`].
 
 use rayon::prelude::*;
 
 use super::ConvLayout::{Burn, Gemm};
 use super::{Buffer, C1, FEATURES, GROUP, S1, dense, features, relayout, reuse, spare, winograd};
 use crate::network::{DROPOUT_HIDDEN, DROPOUT_POOLED, HIDDEN, PIXELS, Params};
+use crate::rng::splitmix64;
 
 /// The two layers dropout acts on.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -97,15 +98,6 @@ simd_fn! {
             }
         }
     }
-}
-
-/// SplitMix64's finaliser: nearby inputs give unrelated, well-mixed 64-bit outputs. The
-/// dropout masks and training's per-epoch streams both draw from it.
-#[inline(always)]
-pub fn splitmix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// The parameters, with the convolution weights laid out for the kernels.
@@ -222,7 +214,7 @@ mod tests {
         let params = Params::glorot(7).with_random_biases(11);
         let model = Model::from_params(&params, &device);
         let mut rng = StdRng::seed_from_u64(3);
-        // 19 images: two full groups and a partial one.
+        // 19 images: full groups and a partial one.
         let pixels: Vec<f32> = (0..19 * PIXELS).map(|_| rng.random::<f32>()).collect();
         let want: Vec<f32> = model
             .forward(images_tensor(pixels.clone(), &device))
@@ -235,6 +227,20 @@ mod tests {
         for (g, w) in got.iter().zip(&want) {
             assert!((g - w).abs() <= 1e-5 * scale.max(1.0), "{g} vs {w}");
         }
+        // The reference's forward pass agrees, and so does the pass with dropout on the
+        // reference's masks.
+        let want = crate::reference::forward(&params, &pixels, None).logits;
+        crate::reference::testing::assert_close(&got, &want, 1e-5, "logits");
+        let (pooled, hidden) = Dropout::Seeded(4).masks(19);
+        let masks = crate::reference::Masks {
+            pooled: &pooled,
+            hidden: &hidden,
+        };
+        let want = crate::reference::forward(&params, &pixels, Some(masks)).logits;
+        let dropped = Net::new(&params)
+            .run(&pixels, Dropout::Seeded(4), false)
+            .logits;
+        crate::reference::testing::assert_close(&dropped, &want, 1e-5, "logits with dropout");
         // The pass that keeps its trace computes the same logits.
         let traced = Net::new(&params).run(&pixels, Dropout::Off, true);
         assert_eq!(traced.logits, got);

@@ -56,13 +56,13 @@ use crate::network::{
 /// conv2's inner dimension: a 3x3 window of conv1's channels.
 const K2: usize = TAPS * C1;
 /// Images per parallel task, and per partial sum of the convolutions' gradients (added in
-/// group order, so that the bytes do not depend on the threads' timing). Groups of 2 and 1
-/// measured faster than 4 or 8.
+/// group order, so that the bytes do not depend on the threads' timing). Small groups keep a
+/// group's maps in cache; 2 and 1 were faster than 4 or 8.
 const GROUP: usize = 2;
 
-/// A buffer of floats that starts on a cache line. Vector loads and stores that straddle two
-/// lines cost about twice as much: the Winograd products ran 1.5x faster on aligned filters.
-/// (Large `Vec`s come from mmap at 16 bytes past a page.)
+/// A buffer of floats that starts on a cache line: vector loads and stores that straddle two
+/// lines cost about twice as much, and large `Vec`s start 16 bytes past a page (see
+/// docs/performance.md).
 type Buffer = aligned_vec::AVec<f32>;
 
 /// A [`Buffer`] of `len` zeros.
@@ -189,7 +189,8 @@ fn relayout(w: &[f32], c_in: usize, c_out: usize, from: ConvLayout, to: ConvLayo
 simd_fn! {
     /// conv1 + bias + ReLU for a group of images, into channels-last maps `a1`
     /// [(image, y, x) × 32]. `w1` is the GEMM layout [9 × 32]. Directly, not as a GEMM: with
-    /// an inner dimension of 9, a GEMM spends more on packing than on arithmetic.
+    /// an inner dimension of 9, a GEMM spends more on packing than on arithmetic. The
+    /// reference: `reference::{conv_forward, relu_forward}`.
     fn conv1(images: &[f32], w1: &[f32], b1: &[f32], a1: &mut [f32]) {
         // The weights and a pixel's 32 sums stay in registers.
         let w: [[f32; C1]; TAPS] = std::array::from_fn(|k| *array(w1, k * C1));
@@ -248,13 +249,13 @@ thread_local! {
 thread_local! {
     /// Large buffers a pass has finished with, kept for the next pass on this thread (and each
     /// worker thread's scratch space, kept from group to group). Fresh allocations this size
-    /// come from the kernel as zeroed pages: faulting in ~20 MB per training step (~6,600
-    /// faults) cost ~6 ms of a ~45 ms step.
+    /// come from the operating system as zeroed pages, and faulting them in every pass cost
+    /// a noticeable share of a step.
     static SPARE: RefCell<Vec<Buffer>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A buffer of `len` floats: the smallest spare one that is big enough, else a new one. Its
-/// contents are unspecified: callers overwrite all of it.
+/// contents are unspecified (NaN in debug builds): callers write all of it before reading.
 fn reuse(len: usize) -> Buffer {
     let found = SPARE.with_borrow_mut(|spare| {
         let (i, _) = spare
@@ -266,6 +267,10 @@ fn reuse(len: usize) -> Buffer {
     });
     let mut v = found.unwrap_or_else(|| Buffer::new(0));
     v.resize(len, 0.0);
+    // Debug builds (the tests) poison it, so that a kernel reading a value before writing it
+    // gets NaN, which every test against the reference catches.
+    #[cfg(debug_assertions)]
+    v.fill(f32::NAN);
     v
 }
 
@@ -316,7 +321,8 @@ fn features(
     spare(space);
 }
 
-/// `rows · weights + bias`, then ReLU if asked: a dense layer over rows of `input`.
+/// `rows · weights + bias`, then ReLU if asked: a dense layer over rows of `input`. The
+/// reference: `reference::dense_forward`.
 fn dense(input: &[f32], weights: &[f32], bias: &[f32], relu: bool, threads: usize) -> Vec<f32> {
     let (outputs, inputs) = (bias.len(), weights.len() / bias.len());
     let rows = input.len() / inputs;
@@ -343,6 +349,72 @@ fn dense(input: &[f32], weights: &[f32], bias: &[f32], relu: bool, threads: usiz
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reference::testing::{assert_close, channels_last, random};
+    use crate::reference::{self, Maps};
+
+    #[test]
+    fn conv1_matches_its_reference_layers() {
+        let n = 3;
+        let images = random(n * PIXELS, (0.0, 1.0), 1);
+        let w = random(C1 * TAPS, (-0.5, 0.5), 2);
+        let b = random(C1, (-0.3, 0.3), 3);
+        let mut a1 = reuse(n * S1 * S1 * C1);
+        conv1(
+            &images,
+            &relayout(&w, 1, C1, ConvLayout::Burn, ConvLayout::Gemm),
+            &b,
+            &mut a1,
+        );
+        let input = Maps {
+            images: n,
+            channels: 1,
+            side: SIDE,
+        };
+        let want = reference::relu_forward(&reference::conv_forward(&images, input, &w, &b));
+        let maps = Maps {
+            images: n,
+            channels: C1,
+            side: S1,
+        };
+        assert_close(&a1, &channels_last(&want, maps), 1e-6, "conv1 + ReLU");
+        // Both sides of the ReLU were exercised.
+        let zeros = a1.iter().filter(|&&v| v == 0.0).count();
+        assert!(
+            zeros > a1.len() / 10 && zeros < a1.len() * 9 / 10,
+            "{zeros}"
+        );
+    }
+
+    #[test]
+    fn dense_matches_its_reference_layers() {
+        let (rows, inputs, outputs) = (7, 300, 20);
+        let x = random(rows * inputs, (-1.0, 1.0), 4);
+        let w = random(inputs * outputs, (-0.1, 0.1), 5);
+        let b = random(outputs, (-0.5, 0.5), 6);
+        let want = reference::dense_forward(&x, &w, &b);
+        for threads in [1, 2] {
+            assert_close(&dense(&x, &w, &b, false, threads), &want, 1e-6, "dense");
+            let relu = reference::relu_forward(&want);
+            assert_close(
+                &dense(&x, &w, &b, true, threads),
+                &relu,
+                1e-6,
+                "dense + ReLU",
+            );
+        }
+    }
+
+    /// In debug builds a reused buffer comes back as NaN whatever it held, so a kernel that
+    /// reads one before writing it fails the tests against the reference.
+    #[test]
+    #[cfg(debug_assertions)]
+    fn reused_buffers_come_back_poisoned() {
+        let mut v = reuse(1000);
+        v.fill(1.0);
+        spare(v);
+        let again = reuse(800);
+        assert!(again.iter().all(|x| x.is_nan()));
+    }
 
     fn naive(lhs: &[f32], rhs: &[f32], (m, k, n): (usize, usize, usize)) -> Vec<f32> {
         (0..m * n)

@@ -295,73 +295,58 @@ fn pool_tile(
 
 #[cfg(test)]
 mod tests {
-    use rand::{Rng, SeedableRng, rngs::StdRng};
-
     use super::*;
-    use crate::network::CONV2_SIDE as S2;
+    use crate::reference::testing::{assert_close, channels_last, random};
+    use crate::reference::{self, Maps};
 
-    /// conv2 in f64, straight from the definition: [24][24][64] pre-activations.
-    fn direct(a1: &[f32], w2: &[f32]) -> Vec<f64> {
-        let mut z = vec![0f64; S2 * S2 * C2];
-        for y in 0..S2 {
-            for x in 0..S2 {
-                for o in 0..C2 {
-                    let mut s = 0f64;
-                    for c in 0..C1 {
-                        for k in 0..TAPS {
-                            let a = a1[((y + k / 3) * S1 + x + k % 3) * C1 + c];
-                            s += f64::from(a) * f64::from(w2[(o * C1 + c) * TAPS + k]);
-                        }
-                    }
-                    z[(y * S2 + x) * C2 + o] = s;
-                }
-            }
-        }
-        z
-    }
-
+    /// conv2 + bias + ReLU, then the max-pool, against the reference's three layers.
     #[test]
-    fn pooled_features_match_the_direct_convolution() {
-        let mut rng = StdRng::seed_from_u64(5);
+    fn conv2_pool_matches_its_reference_layers() {
         // conv1's maps are ReLU outputs: non-negative, with zeros.
-        let a1: Vec<f32> = (0..S1 * S1 * C1)
-            .map(|_| rng.random_range(-0.5f32..1.0).max(0.0))
+        let a1: Vec<f32> = random(S1 * S1 * C1, (-0.5, 1.0), 5)
+            .into_iter()
+            .map(|v| v.max(0.0))
             .collect();
-        let w2: Vec<f32> = (0..C2 * C1 * TAPS)
-            .map(|_| rng.random_range(-0.1f32..0.1))
+        let w2 = random(C2 * C1 * TAPS, (-0.1, 0.1), 6);
+        let b2 = random(C2, (-0.8, 0.0), 7);
+        let input = Maps {
+            images: 1,
+            channels: C1,
+            side: S1,
+        };
+        // The reference reads NCHW: the channels-last maps back to planes.
+        let planes: Vec<f32> = (0..C1 * S1 * S1)
+            .map(|i| a1[(i % (S1 * S1)) * C1 + i / (S1 * S1)])
             .collect();
-        let b2: Vec<f32> = (0..C2).map(|_| rng.random_range(-0.8f32..0.0)).collect();
-        let z = direct(&a1, &w2);
+        assert_eq!(channels_last(&planes, input), a1);
+        let a2 = reference::relu_forward(&reference::conv_forward(&planes, input, &w2, &b2));
+        let conv2 = Maps {
+            channels: C2,
+            side: S1 - 2,
+            ..input
+        };
+        let (want, from) = reference::maxpool_forward(&a2, conv2);
+
         let mut pooled = vec![f32::NAN; FEATURES];
         let mut winner = vec![9u8; FEATURES];
         let mut scratch = vec![f32::NAN; SCRATCH];
         let u = filters(&w2);
         conv2_pool(&a1, &u, &b2, &mut scratch, &mut pooled, Some(&mut winner));
-        let scale = z.iter().fold(0f64, |m, v| m.max(v.abs()));
-        let mut live = 0;
-        for c in 0..C2 {
-            for py in 0..SP {
-                for px in 0..SP {
-                    let at = c * SP * SP + py * SP + px;
-                    let quad: Vec<f64> = (0..4)
-                        .map(|q| z[((2 * py + q / 2) * S2 + 2 * px + q % 2) * C2 + c])
-                        .collect();
-                    let max = quad.iter().copied().fold(f64::MIN, f64::max);
-                    let want = (max + f64::from(b2[c])).max(0.0);
-                    let got = f64::from(pooled[at]);
-                    assert!((got - want).abs() <= 1e-5 * scale, "{got} vs {want}");
-                    // The recorded winner holds the maximum, up to rounding.
-                    let won = quad[usize::from(winner[at])];
-                    assert!(
-                        max - won <= 1e-5 * scale,
-                        "winner {} of {quad:?}",
-                        winner[at]
-                    );
-                    live += usize::from(want > 0.0);
-                }
-            }
+        assert_close(&pooled, &want, 1e-5, "pooled features");
+        // Where the feature is live, the recorded winner is the reference's maximum (up to
+        // rounding when two of the window are within it).
+        let side = S1 - 2;
+        for (at, (&won, &i)) in winner.iter().zip(&from).enumerate() {
+            let (c, py, px) = (at / (SP * SP), at / SP % SP, at % SP);
+            let (y, x) = (2 * py + usize::from(won / 2), 2 * px + usize::from(won % 2));
+            let ours = a2[(c * side + y) * side + x];
+            assert!(
+                won < 4 && (a2[i] - ours).abs() <= 1e-5 * a2[i].max(1.0),
+                "{at}"
+            );
         }
         // Both sides of the ReLU were exercised.
+        let live = pooled.iter().filter(|&&v| v > 0.0).count();
         assert!(live > FEATURES / 10 && live < FEATURES * 9 / 10, "{live}");
         // Without a winner buffer, the same features.
         let mut again = vec![0.0; FEATURES];

@@ -186,7 +186,7 @@ mod tests {
     use burn::optim::GradientsParams;
     use burn::tensor::TensorData;
 
-    /// The rule in f64, written independently of the tensor code above.
+    /// The rule in f64, one parameter at a time: [`crate::reference::adadelta`].
     struct Reference {
         p: Vec<f64>,
         a: Vec<f64>,
@@ -197,10 +197,7 @@ mod tests {
         fn step(&mut self, g: &[f64], lr: f64, rho: f64, eps: f64) {
             let slots = self.p.iter_mut().zip(&mut self.a).zip(&mut self.d);
             for (((p, a), d), &g) in slots.zip(g) {
-                *a = rho * *a + (1.0 - rho) * g * g;
-                let u = g * (*d + eps).sqrt() / (*a + eps).sqrt();
-                *p -= lr * u;
-                *d = rho * *d + (1.0 - rho) * u * u;
+                crate::reference::adadelta(p, g, (a, d), lr, rho, eps);
             }
         }
     }

@@ -216,11 +216,17 @@ pub struct Served {
 
 impl Served {
     pub fn start(model: &Path) -> Served {
+        Served::start_with(model, &[])
+    }
+
+    /// [`Served::start`] with more options.
+    pub fn start_with(model: &Path, options: &[&str]) -> Served {
         use std::io::BufRead;
         let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("mnist-cnn"))
             .arg("serve")
             .arg(model)
             .args(["--port", "0"])
+            .args(options)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
@@ -275,4 +281,55 @@ pub fn digit_pgm(k: usize) -> (Vec<u8>, u8) {
 /// Sends `request` and reads its answer as JSON, whatever the status.
 pub fn send_json(request: reqwest::blocking::RequestBuilder) -> serde_json::Value {
     request.send().unwrap().text().unwrap().parse().unwrap()
+}
+
+/// A valid PNG header that declares `width` x `height` grey pixels, followed by a few rows of
+/// zeros: what an attacker sends to make a decoder allocate width × height bytes.
+pub fn png_declaring(width: u32, height: u32) -> Vec<u8> {
+    use std::io::Write;
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        out.extend((data.len() as u32).to_be_bytes());
+        out.extend(kind);
+        out.extend(data);
+        let mut crc = flate2::Crc::new();
+        crc.update(kind);
+        crc.update(data);
+        out.extend(crc.sum().to_be_bytes());
+    }
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend(width.to_be_bytes());
+    ihdr.extend(height.to_be_bytes());
+    // 8-bit grey, deflate, no filter method, no interlace.
+    ihdr.extend([8, 0, 0, 0, 0]);
+    chunk(&mut png, b"IHDR", &ihdr);
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    z.write_all(&vec![0u8; 4 * (width as usize + 1)]).unwrap();
+    chunk(&mut png, b"IDAT", &z.finish().unwrap());
+    chunk(&mut png, b"IEND", &[]);
+    png
+}
+
+/// Test digit `k` of the subset as a phone photo would show it: dark ink on a light page,
+/// 4000x3000, as a JPEG of 12 megapixels.
+pub fn phone_photo(k: usize) -> Vec<u8> {
+    let (pgm, _) = digit_pgm(k);
+    let digit = &pgm[pgm.len() - 784..];
+    let (w, h) = (4000u32, 3000u32);
+    let page = image::GrayImage::from_fn(w, h, |x, y| {
+        // The digit 70x its size, a little off centre; light falling off to the right.
+        let (u, v) = (x as i64 - 1300, y as i64 - 400);
+        let ink = if (0..1960).contains(&u) && (0..1960).contains(&v) {
+            digit[(v / 70) as usize * 28 + (u / 70) as usize]
+        } else {
+            0
+        };
+        let paper = 235.0 - 40.0 * x as f32 / w as f32;
+        image::Luma([(paper - f32::from(ink) * 0.8).max(0.0) as u8])
+    });
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85)
+        .encode_image(&page)
+        .unwrap();
+    jpeg
 }

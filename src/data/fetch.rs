@@ -115,7 +115,10 @@ impl Fetcher {
             .timeout(self.timeout)
             .user_agent(concat!("mnist-cnn/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| Error::Backend(format!("cannot start the HTTP client: {e}")))
+            .map_err(|e| Error::Network {
+                what: "cannot start the HTTP client",
+                reason: e.to_string(),
+            })
     }
 
     fn attempt(

@@ -1,5 +1,9 @@
-//! Small raster drawing for the pictures mnist-cnn writes (error sheets, training curves):
-//! filled rectangles, lines, MNIST digits and 8x8 bitmap text, saved as PNG atomically.
+//! The charts mnist-cnn draws: [`curves`] (training's loss and accuracy) and [`errors`] (the
+//! misread test digits), on a small raster [`Canvas`]: filled rectangles, lines, MNIST digits
+//! and 8x8 bitmap text, saved as PNG atomically.
+
+pub mod curves;
+pub mod errors;
 
 use std::path::Path;
 

@@ -22,7 +22,7 @@ pub fn run(opts: &DownloadOptions, out: &mut dyn Write) -> Result<()> {
             .map(|(path, status)| (path.display().to_string(), status))
             .collect()
     } else {
-        let fetched = opts.data.download()?.into_iter();
+        let fetched = opts.data.fill()?.into_iter();
         fetched
             .map(|(path, status, new)| {
                 let mut name = path.display().to_string();

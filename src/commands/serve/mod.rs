@@ -1,14 +1,17 @@
 //! `mnist-cnn serve`: a page to draw digits on, and the JSON API behind it, from the binary.
 //!
 //! axum on tokio. The accept loop only parses requests; each body is read with a time limit
-//! and a size limit, and each prediction runs on tokio's blocking pool behind a semaphore as
-//! wide as the machine, so a slow client or a burst of requests never stalls the others.
+//! and a size limit, and its picture's declared size is checked from the header before any
+//! pixel is decoded (over [`MAX_PIXELS`]: 413). Predictions run on tokio's blocking pool in two
+//! lanes: small pictures behind a semaphore as wide as the machine, large ones (photos) behind
+//! a narrower one with a bounded queue (full: 503 with `Retry-After`), so that expensive
+//! decoding never holds every core. A request's whole time is bounded too.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -17,17 +20,23 @@ use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use serde_json::{Value, json};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::digits::{self, MAX_PIXELS, Unreadable};
 use crate::engine::{self, Backend, Forward};
 use crate::error::{Error, Result};
 use crate::metrics;
 use crate::network::{NUM_CLASSES, PARAMETERS, PIXELS};
 
+/// Pictures that declare more pixels than this (a megapixel) go to the large lane.
+const LARGE_PIXELS: u64 = 1 << 20;
+/// Large pictures admitted at once, waiting or in preparation; past this, 503.
+const LARGE_QUEUE: usize = 4;
+/// A request's whole time, upload included; past it, 503 (the work it started still ends).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Uploads above this are refused (a phone photo is 2-4 MB).
 pub const MAX_BODY: usize = 5 << 20;
-/// A client must deliver its whole upload within this.
-const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 const PAGE: &str = include_str!("index.html");
 
 /// What `serve` is asked to do.
@@ -37,6 +46,8 @@ pub struct ServeOptions {
     pub host: String,
     /// 0 picks a free port.
     pub port: u16,
+    /// A client must deliver its whole upload within this, or is answered 408.
+    pub upload_timeout: Duration,
     pub backend: Backend,
 }
 
@@ -44,8 +55,14 @@ struct App {
     net: Box<dyn Forward>,
     model: String,
     backend: Backend,
-    /// Predictions in flight at once.
-    slots: Semaphore,
+    /// Small pictures prepared and read at once: one per core.
+    small: Arc<Semaphore>,
+    /// Large pictures prepared at once: half the cores (one of two), so small ones always
+    /// find one free.
+    large: Arc<Semaphore>,
+    /// Large pictures admitted, waiting or in preparation.
+    large_queue: Arc<Semaphore>,
+    upload_timeout: Duration,
 }
 
 /// `mnist-cnn serve MODEL`: prints the URL to `out`, serves until Ctrl-C, then returns.
@@ -57,12 +74,18 @@ pub fn run(opts: &ServeOptions, out: &mut dyn Write) -> Result<()> {
         net,
         model: opts.model.display().to_string(),
         backend: opts.backend,
-        slots: Semaphore::new(workers),
+        small: Arc::new(Semaphore::new(workers)),
+        large: Arc::new(Semaphore::new((workers / 2).max(1))),
+        large_queue: Arc::new(Semaphore::new(LARGE_QUEUE)),
+        upload_timeout: opts.upload_timeout,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Backend(format!("cannot start the server's runtime: {e}")))?;
+        .map_err(|e| Error::Network {
+            what: "cannot start the server's runtime",
+            reason: e.to_string(),
+        })?;
     runtime.block_on(async {
         let address = format!("{}:{}", opts.host, opts.port);
         let listener = tokio::net::TcpListener::bind(&address)
@@ -83,7 +106,10 @@ pub fn run(opts: &ServeOptions, out: &mut dyn Write) -> Result<()> {
                 let _ = tokio::signal::ctrl_c().await;
             })
             .await
-            .map_err(|e| Error::Backend(format!("the server failed: {e}")))
+            .map_err(|e| Error::Network {
+                what: "the server failed",
+                reason: e.to_string(),
+            })
     })
 }
 
@@ -111,27 +137,81 @@ async fn model_info(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn predict(State(app): State<Arc<App>>, body: Body) -> Response {
-    let bytes = match read_body(body).await {
+    let started = Instant::now();
+    let bytes = match read_body(body, app.upload_timeout).await {
         Ok(bytes) => bytes,
         Err(refusal) => return refusal,
     };
-    let Ok(_slot) = app.slots.acquire().await else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping");
+    // The header alone: an oversized picture is refused before any pixel is decoded.
+    let pixels = match digits::declared_size(&bytes) {
+        Ok((width, height)) if u64::from(width) * u64::from(height) > MAX_PIXELS => {
+            return refuse(&Unreadable::TooLarge { width, height });
+        }
+        Ok((width, height)) => u64::from(width) * u64::from(height),
+        Err(reason) => return refuse(&reason),
+    };
+    let (lane, admitted) = if pixels > LARGE_PIXELS {
+        let Ok(admitted) = app.large_queue.clone().try_acquire_owned() else {
+            return busy("too many large pictures at once");
+        };
+        (app.large.clone(), Some(admitted))
+    } else {
+        (app.small.clone(), None)
     };
     let work = {
         let app = app.clone();
-        tokio::task::spawn_blocking(move || classify(app.net.as_ref(), &bytes))
+        async move {
+            let slot = lane.acquire_owned().await.ok()?;
+            // The permits go with the work: a request that times out still holds its lane
+            // until its preparation ends.
+            let held: (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>) = (slot, admitted);
+            let task = tokio::task::spawn_blocking(move || {
+                let _held = held;
+                classify(app.net.as_ref(), &bytes)
+            });
+            Some(task.await)
+        }
     };
-    match work.await {
-        Ok(Ok(answer)) => (StatusCode::OK, axum::Json(answer)).into_response(),
-        Ok(Err((status, reason))) => error(status, &reason),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    let left = REQUEST_TIMEOUT.saturating_sub(started.elapsed());
+    match tokio::time::timeout(left, work).await {
+        Err(_) => busy("the request took too long"),
+        Ok(None) => error(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping"),
+        Ok(Some(Ok(Ok(answer)))) => (StatusCode::OK, axum::Json(answer)).into_response(),
+        Ok(Some(Ok(Err(reason)))) => refuse(&reason),
+        Ok(Some(Err(e))) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 
+/// The status a picture that gives no digit is answered with.
+pub fn status_of(reason: &Unreadable) -> StatusCode {
+    match reason {
+        Unreadable::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        Unreadable::Empty | Unreadable::Blank | Unreadable::Vanished => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        Unreadable::Format(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        Unreadable::NoIndex(_) | Unreadable::IndexPast { .. } | Unreadable::Io(_) => {
+            StatusCode::BAD_REQUEST
+        }
+    }
+}
+
+fn refuse(reason: &Unreadable) -> Response {
+    error(status_of(reason), &reason.to_string())
+}
+
+/// 503, to be tried again in a second.
+fn busy(reason: &str) -> Response {
+    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, reason);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    response
+}
+
 /// The whole upload, within the time and size limits.
-async fn read_body(body: Body) -> std::result::Result<Bytes, Response> {
-    match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await {
+async fn read_body(body: Body, limit: Duration) -> std::result::Result<Bytes, Response> {
+    match tokio::time::timeout(limit, axum::body::to_bytes(body, MAX_BODY)).await {
         Err(_) => Err(error(
             StatusCode::REQUEST_TIMEOUT,
             "the upload took too long",
@@ -163,14 +243,9 @@ fn is_too_large(e: &axum::Error) -> bool {
     false
 }
 
-/// The digit an image shows, as `predict` reads pictures: the answer, or a 4xx and why.
-fn classify(net: &dyn Forward, bytes: &[u8]) -> std::result::Result<Value, (StatusCode, String)> {
-    let picture = image::load_from_memory(bytes).map_err(|e| {
-        let reason = format!("not a PNG, JPEG or PGM image ({e})");
-        (StatusCode::UNSUPPORTED_MEDIA_TYPE, reason)
-    })?;
-    let input = crate::predict::prepare(&picture.to_luma8())
-        .map_err(|reason| (StatusCode::UNPROCESSABLE_ENTITY, reason))?;
+/// The digit a picture shows, as `predict` reads pictures, or why it shows none.
+fn classify(net: &dyn Forward, bytes: &[u8]) -> std::result::Result<Value, Unreadable> {
+    let input = digits::read(bytes)?;
     debug_assert_eq!(input.len(), PIXELS);
     let pixels: Vec<f32> = crate::data::batch::scale(&input).collect();
     let logits = net.logits(&pixels);

@@ -1,22 +1,67 @@
-//! Reading people's own digits: MNIST's own preprocessing, and the `predict` command.
+//! Reading people's own digits, for `predict` and `serve` alike: a picture decoded, prepared
+//! as MNIST's digits were, and classified.
 //!
 //! MNIST digits are white ink on black, the ink's bounding box scaled to fit 20x20 with
 //! anti-aliasing, placed in a 28x28 field so that the centre of mass sits in the middle. A
 //! photo of a digit on paper must go through the same steps, or the model sees something it
 //! was never trained on.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, Cursor, Seek};
+use std::path::Path;
 
 use image::imageops::FilterType;
-use image::{GrayImage, ImageReader, Luma};
+use image::{DynamicImage, GrayImage, ImageDecoder, ImageReader, Luma};
 
 use crate::data::idx::Kind;
-use crate::engine::{self, Backend, Forward};
-use crate::error::{Error, Result};
-use crate::eval::EVAL_BATCH;
+use crate::engine::Forward;
+use crate::error::Error;
+use crate::evaluate::EVAL_BATCH;
 use crate::metrics;
 use crate::network::{NUM_CLASSES, PIXELS, SIDE};
+
+/// Why a picture gives no digit. Each renders as one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unreadable {
+    /// Not a file this program can read (a PNG, JPEG, PGM/PBM or IDX image file).
+    #[error("{0}")]
+    Format(String),
+    #[error("the image is empty")]
+    Empty,
+    #[error("no digit found: the image is blank or has no contrast")]
+    Blank,
+    #[error("no digit found: the ink vanished when scaled")]
+    Vanished,
+    #[error("an IDX file of {0} images: choose one with --index N")]
+    NoIndex(usize),
+    #[error("--index {index} is past its {count} images")]
+    IndexPast { index: usize, count: usize },
+    /// The picture declares more pixels than [`MAX_PIXELS`]: refused before decoding.
+    #[error(
+        "the picture is {width}x{height} ({:.1} megapixels), over the limit of {} megapixels",
+        *width as f64 * *height as f64 / 1e6,
+        MAX_PIXELS / 1_000_000
+    )]
+    TooLarge { width: u32, height: u32 },
+    #[error("{0}")]
+    Io(String),
+}
+
+impl Unreadable {
+    /// The picture itself was read, but shows no digit (rather than not being a picture).
+    pub fn is_blank(&self) -> bool {
+        matches!(
+            self,
+            Unreadable::Empty | Unreadable::Blank | Unreadable::Vanished
+        )
+    }
+}
+
+/// Pictures that declare more pixels than this are refused from their header, before any pixel
+/// is decoded: 50 megapixels is above any phone camera's photo, and a few kilobytes of PNG can
+/// declare gigabytes of zeros.
+pub const MAX_PIXELS: u64 = 50_000_000;
+/// What decoding one picture may allocate: a 50-megapixel RGBA picture at 8 bits.
+const MAX_DECODE_BYTES: u64 = 4 * MAX_PIXELS;
 
 /// The longer side of the ink's box, as in MNIST.
 const BOX: u32 = 20;
@@ -25,9 +70,9 @@ const WORKING_SIZE: u32 = 512;
 
 /// Turns a grey image of one digit (any size, any polarity) into MNIST's 28x28 layout:
 /// 784 bytes, white (255) ink on black (0).
-pub fn prepare(grey: &GrayImage) -> std::result::Result<Vec<u8>, String> {
+pub fn prepare(grey: &GrayImage) -> Result<Vec<u8>, Unreadable> {
     if grey.width() == 0 || grey.height() == 0 {
-        return Err("the image is empty".into());
+        return Err(Unreadable::Empty);
     }
     let grey = shrink(grey);
     let (w, h) = grey.dimensions();
@@ -51,7 +96,7 @@ fn shrink(grey: &GrayImage) -> GrayImage {
 
 /// Ink per pixel in [0, 1] (1 = full ink), light or dark page alike, with the paper's own
 /// uneven brightness taken out and faint speckle dropped; an error when there is no ink.
-fn ink_levels(grey: &GrayImage) -> std::result::Result<Vec<f32>, String> {
+fn ink_levels(grey: &GrayImage) -> Result<Vec<f32>, Unreadable> {
     let (w, h) = grey.dimensions();
     let values: Vec<f32> = grey.pixels().map(|p| f32::from(p.0[0]) / 255.0).collect();
 
@@ -88,7 +133,7 @@ fn ink_levels(grey: &GrayImage) -> std::result::Result<Vec<f32>, String> {
         .collect();
     let peak = ink.iter().copied().fold(0.0f32, f32::max);
     if peak < 0.1 {
-        return Err("no digit found: the image is blank or has no contrast".into());
+        return Err(Unreadable::Blank);
     }
     for v in &mut ink {
         // Keep anti-aliased edges, drop the faint speckle of paper and sensor noise.
@@ -138,7 +183,7 @@ fn fit_box(cropped: &GrayImage) -> GrayImage {
 }
 
 /// The boxed digit placed in 28x28 with its centre of mass in the middle.
-fn centre_by_mass(small: &GrayImage) -> std::result::Result<Vec<u8>, String> {
+fn centre_by_mass(small: &GrayImage) -> Result<Vec<u8>, Unreadable> {
     let (mut mass, mut cx, mut cy) = (0f32, 0f32, 0f32);
     for (x, y, p) in small.enumerate_pixels() {
         let m = f32::from(p.0[0]);
@@ -147,7 +192,7 @@ fn centre_by_mass(small: &GrayImage) -> std::result::Result<Vec<u8>, String> {
         cy += m * y as f32;
     }
     if mass == 0.0 {
-        return Err("no digit found: the ink vanished when scaled".into());
+        return Err(Unreadable::Vanished);
     }
     // MNIST's own centres of mass sit at about (14, 14), not the geometric 13.5.
     let centre = (SIDE / 2) as f32;
@@ -207,30 +252,87 @@ fn box_blur(values: &[f32], w: usize, h: usize, r: usize) -> Vec<f32> {
     out
 }
 
+/// A picture's width and height as its header declares them, read without decoding a pixel.
+pub fn declared_size(bytes: &[u8]) -> Result<(u32, u32), Unreadable> {
+    let reader = guessed(ImageReader::new(Cursor::new(bytes)))?;
+    let decoder = reader.into_decoder().map_err(not_a_picture)?;
+    Ok(decoder.dimensions())
+}
+
+/// The grey levels of a picture in memory (PNG, JPEG, PGM/PBM), within [`MAX_PIXELS`] and
+/// the decoder's allocation limit.
+pub fn decode(bytes: &[u8]) -> Result<GrayImage, Unreadable> {
+    decode_reader(guessed(ImageReader::new(Cursor::new(bytes)))?)
+}
+
+/// The picture's 28x28, as [`prepare`] makes it, from its bytes: what `serve` reads.
+pub fn read(bytes: &[u8]) -> Result<Vec<u8>, Unreadable> {
+    prepare(&decode(bytes)?)
+}
+
+/// The reader with its format guessed from the content; an error when it is no picture.
+fn guessed<R: BufRead + Seek>(reader: ImageReader<R>) -> Result<ImageReader<R>, Unreadable> {
+    let reader = reader
+        .with_guessed_format()
+        .map_err(|e| Unreadable::Io(e.to_string()))?;
+    if reader.format().is_none() {
+        return Err(Unreadable::Format(
+            "not a PNG, JPEG or PGM/PBM picture".into(),
+        ));
+    }
+    Ok(reader)
+}
+
+fn not_a_picture(e: image::ImageError) -> Unreadable {
+    Unreadable::Format(format!(
+        "not a PNG, JPEG or PGM/PBM picture (cannot decode: {e})"
+    ))
+}
+
+/// Decodes under explicit limits: the declared size is checked before any pixel is decoded,
+/// and the decoder may allocate at most [`MAX_DECODE_BYTES`]. The colour picture is dropped as
+/// soon as its grey levels exist.
+fn decode_reader<R: BufRead + Seek>(mut reader: ImageReader<R>) -> Result<GrayImage, Unreadable> {
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
+    let decoder = reader.into_decoder().map_err(not_a_picture)?;
+    let (width, height) = decoder.dimensions();
+    if u64::from(width) * u64::from(height) > MAX_PIXELS {
+        return Err(Unreadable::TooLarge { width, height });
+    }
+    let picture = DynamicImage::from_decoder(decoder).map_err(not_a_picture)?;
+    Ok(match picture {
+        DynamicImage::ImageLuma8(grey) => grey,
+        other => other.to_luma8(),
+    })
+}
+
 /// One input's 28x28, read from a picture (preprocessed) or an IDX file (taken as is).
-fn load_input(path: &Path, index: Option<usize>) -> std::result::Result<Vec<u8>, String> {
+pub fn load(path: &Path, index: Option<usize>) -> Result<Vec<u8>, Unreadable> {
     let reader = ImageReader::open(path)
         .and_then(|r| r.with_guessed_format())
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Unreadable::Io(e.to_string()))?;
     if reader.format().is_some() {
-        let picture = reader.decode().map_err(|e| format!("cannot decode: {e}"))?;
-        return prepare(&picture.to_luma8());
+        return prepare(&decode_reader(reader)?);
     }
     // Not a picture format: an IDX image file, already in MNIST's layout.
     let decoded = crate::data::mnist::read_file(path, Kind::Images).map_err(|e| match e {
-        Error::Idx { fault, .. } => format!("not a PNG, JPEG, PGM/PBM or IDX image file ({fault})"),
-        other => other.to_string(),
+        Error::Idx { fault, .. } => Unreadable::Format(format!(
+            "not a PNG, JPEG, PGM/PBM or IDX image file ({fault})"
+        )),
+        other => Unreadable::Io(other.to_string()),
     })?;
-    let Some(i) = index else {
-        return Err(format!(
-            "an IDX file of {} images: choose one with --index N",
-            decoded.count
-        ));
+    let Some(index) = index else {
+        return Err(Unreadable::NoIndex(decoded.count));
     };
-    if i >= decoded.count {
-        return Err(format!("--index {i} is past its {} images", decoded.count));
+    if index >= decoded.count {
+        return Err(Unreadable::IndexPast {
+            index,
+            count: decoded.count,
+        });
     }
-    Ok(decoded.data[i * PIXELS..(i + 1) * PIXELS].to_vec())
+    Ok(decoded.data[index * PIXELS..(index + 1) * PIXELS].to_vec())
 }
 
 /// The two most likely digits with their probabilities.
@@ -264,124 +366,6 @@ pub fn classify(net: &dyn Forward, images: &[Vec<u8>]) -> Vec<Guess> {
         }
     }
     guesses
-}
-
-/// What `predict` is asked to do.
-#[derive(Debug, Clone)]
-pub struct PredictOptions {
-    pub model: PathBuf,
-    /// Pictures of one digit each, or IDX image files (with `index`).
-    pub images: Vec<PathBuf>,
-    /// Which image of an IDX file.
-    pub index: Option<usize>,
-    /// One JSON array instead of a line per image.
-    pub json: bool,
-    /// Write the 28x28 each image became into this directory.
-    pub show: Option<PathBuf>,
-    pub backend: Backend,
-}
-
-/// Where `--show` writes what the model saw for input number `i`.
-fn shown_path(dir: &Path, input: &Path, i: usize) -> PathBuf {
-    let stem = input.file_stem().unwrap_or_default().to_string_lossy();
-    dir.join(format!("{i:03}-{stem}.png"))
-}
-
-/// Each input prepared, or the reason it could not be.
-type Prepared<'a> = (&'a Path, std::result::Result<Vec<u8>, String>);
-
-/// Reads and prepares every input, writing what each became into `show` if asked.
-fn prepare_all(opts: &PredictOptions) -> Result<Vec<Prepared<'_>>> {
-    if let Some(dir) = &opts.show {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("cannot create", dir, e))?;
-    }
-    let mut inputs = Vec::with_capacity(opts.images.len());
-    for (i, path) in opts.images.iter().enumerate() {
-        let pixels = load_input(path, opts.index);
-        if let (Some(dir), Ok(pixels)) = (&opts.show, &pixels) {
-            let side = SIDE as u32;
-            let picture = GrayImage::from_raw(side, side, pixels.clone()).expect("28x28");
-            let out = shown_path(dir, path, i);
-            crate::picture::save_png(&out, &picture, image::ExtendedColorType::L8)?;
-        }
-        inputs.push((path.as_path(), pixels));
-    }
-    Ok(inputs)
-}
-
-/// `mnist-cnn predict MODEL IMAGE...`: the answers go to `out`, unreadable inputs to stderr.
-pub fn run(opts: &PredictOptions, out: &mut dyn Write) -> Result<()> {
-    opts.backend.device()?;
-    let net = engine::forward(opts.backend, crate::model::read_params(&opts.model)?)?;
-    let (mut read, mut failures) = (Vec::new(), Vec::new());
-    for (path, prepared) in prepare_all(opts)? {
-        match prepared {
-            Ok(pixels) => read.push((path, pixels)),
-            Err(reason) => failures.push((path, reason)),
-        }
-    }
-    let (paths, images): (Vec<&Path>, Vec<Vec<u8>>) = read.into_iter().unzip();
-    let guesses = classify(net.as_ref(), &images);
-    let text = if opts.json {
-        json_report(&paths, &guesses, &failures)
-    } else {
-        text_report(&paths, &guesses)
-    };
-    out.write_all(text.as_bytes()).map_err(Error::stdout)?;
-    match failures.as_slice() {
-        [] => Ok(()),
-        // A single input's failure is the whole story: one line.
-        [(path, reason)] if opts.images.len() == 1 => {
-            Err(Error::Reported(format!("{}: {reason}", path.display())))
-        }
-        _ => {
-            for (path, reason) in &failures {
-                eprintln!("error: {}: {reason}", path.display());
-            }
-            Err(Error::Reported(format!(
-                "{} of {} inputs could not be read",
-                failures.len(),
-                opts.images.len()
-            )))
-        }
-    }
-}
-
-/// A line per classified input.
-fn text_report(paths: &[&Path], guesses: &[Guess]) -> String {
-    let mut text = String::new();
-    for (path, g) in paths.iter().zip(guesses) {
-        text.push_str(&format!(
-            "{}: {} ({:.1}%), runner-up {} ({:.1}%)\n",
-            path.display(),
-            g.digit,
-            100.0 * g.probability,
-            g.runner_up,
-            100.0 * g.runner_up_probability
-        ));
-    }
-    text
-}
-
-/// One JSON array: the classified inputs, then the failed ones with their reasons.
-fn json_report(paths: &[&Path], guesses: &[Guess], failures: &[(&Path, String)]) -> String {
-    let mut rows: Vec<serde_json::Value> = paths
-        .iter()
-        .zip(guesses)
-        .map(|(path, g)| {
-            serde_json::json!({
-                "file": path.display().to_string(),
-                "digit": g.digit,
-                "probability": g.probability,
-                "runner_up": g.runner_up,
-                "runner_up_probability": g.runner_up_probability,
-            })
-        })
-        .collect();
-    rows.extend(failures.iter().map(
-        |(path, reason)| serde_json::json!({ "file": path.display().to_string(), "error": reason }),
-    ));
-    format!("{}\n", serde_json::Value::Array(rows))
 }
 
 #[cfg(test)]
@@ -476,7 +460,7 @@ mod tests {
     #[test]
     fn a_blank_page_is_an_error() {
         let blank = GrayImage::from_pixel(200, 150, Luma([245]));
-        assert!(prepare(&blank).unwrap_err().contains("no digit found"));
+        assert_eq!(prepare(&blank).unwrap_err(), Unreadable::Blank);
         // Paper grain of a few grey levels is still blank.
         let grain = GrayImage::from_fn(200, 150, |x, y| Luma([240 + ((x * 7 + y * 13) % 5) as u8]));
         assert!(prepare(&grain).is_err());
