@@ -19,7 +19,7 @@ use burn_pack::{self, Bytes, DType, Reader, Scalar, Writer};
 use crate::error::{Error, Result};
 use crate::network::Params;
 use crate::optim::{Accumulators, Adadelta};
-use crate::settings::Settings;
+use crate::settings::{Resumed, Settings};
 
 /// What the `format` metadata of a checkpoint says.
 const FORMAT: &str = "mnist-cnn checkpoint";
@@ -184,6 +184,17 @@ impl Checkpoint {
             state,
             history,
         })
+    }
+
+    /// What the run it holds was made with, for [`crate::settings::Given::resolve`].
+    pub fn resumed<'a>(&self, path: &'a Path) -> Resumed<'a> {
+        Resumed {
+            path,
+            settings: self.settings,
+            epochs_done: self.epochs_done,
+            train_len: self.train_len,
+            test_len: self.test_len,
+        }
     }
 
     pub fn load(path: &Path) -> Result<Checkpoint> {

@@ -141,8 +141,9 @@ pub struct PredictArgs {
 
 /// `help` of a setting that a resumed run takes from its checkpoint, with its default from
 /// [`Settings::DEFAULT`].
-fn setting(what: &str, default: impl std::fmt::Display) -> String {
-    format!("{what} [default: {default}; resuming: the checkpoint's]")
+fn setting(what: &str, default: impl std::fmt::Debug) -> String {
+    // Debug: the learning rate shows as 1.0, not 1.
+    format!("{what} [default: {default:?}; resuming: the checkpoint's]")
 }
 
 #[derive(Debug, Args)]

@@ -1,11 +1,10 @@
 //! A training run's settings: their one owner. [`Settings::DEFAULT`] is what `--help` shows
 //! and what a new run uses; [`Given`] is what the command line said; [`Given::resolve`] decides
-//! the run's settings, from a checkpoint's when resuming. The checkpoint stores [`Settings`] as
-//! they are, and the training loop reads them.
+//! the run's settings, from a checkpoint's when resuming ([`Resumed`]). The checkpoint stores
+//! [`Settings`] as they are, and the training loop reads them.
 
 use std::path::Path;
 
-use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 
 /// What defines a run besides its data.
@@ -43,6 +42,17 @@ pub struct Given {
     pub limit_test: Option<usize>,
 }
 
+/// What a run being resumed was made with, as its checkpoint (read from `path`) holds it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Resumed<'a> {
+    pub path: &'a Path,
+    pub settings: Settings,
+    pub epochs_done: usize,
+    /// Its training and test set sizes.
+    pub train_len: usize,
+    pub test_len: usize,
+}
+
 /// How many training and test images a run uses (`None`: all).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Limits {
@@ -51,12 +61,12 @@ pub struct Limits {
 }
 
 impl Given {
-    /// The run's settings: as given, else from the checkpoint being resumed (`ckpt`, read from
-    /// its path), else the defaults; and the data limits. Given settings that contradict the
-    /// checkpoint are usage errors, except `--epochs` above its target, which extends the run.
-    pub fn resolve(&self, ckpt: Option<(&Path, &Checkpoint)>) -> Result<(Settings, Limits)> {
+    /// The run's settings: as given, else from the run being resumed, else the defaults; and
+    /// the data limits. Given settings that contradict the resumed run are usage errors, except
+    /// `--epochs` above its target, which extends the run.
+    pub fn resolve(&self, resumed: Option<Resumed<'_>>) -> Result<(Settings, Limits)> {
         let default = Settings::DEFAULT;
-        let Some((path, ckpt)) = ckpt else {
+        let Some(ckpt) = resumed else {
             let settings = Settings {
                 epochs: self.epochs.unwrap_or(default.epochs),
                 batch: self.batch.unwrap_or(default.batch),
@@ -69,7 +79,7 @@ impl Given {
             };
             return Ok((settings, limits));
         };
-        let theirs = ckpt.settings;
+        let (path, theirs) = (ckpt.path, ckpt.settings);
         let contradiction = |flag: &str, value: String, theirs: String| {
             Error::Usage(format!(
                 "{flag} {value} contradicts {}, which was made with {flag} {theirs}; leave it out to continue that run",
@@ -120,13 +130,13 @@ impl Given {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::TrainerState;
 
     /// Resuming takes every setting left out from the checkpoint, refuses given ones that
     /// contradict it, and lets --epochs extend the run.
     #[test]
     fn resuming_takes_the_checkpoints_settings_and_refuses_contradictions() {
-        let ckpt = Checkpoint {
+        let ckpt = Resumed {
+            path: Path::new("m.bin.ckpt"),
             settings: Settings {
                 epochs: 3,
                 batch: 64,
@@ -136,11 +146,8 @@ mod tests {
             epochs_done: 1,
             train_len: 1000,
             test_len: 200,
-            state: TrainerState::fresh(11),
-            history: String::new(),
         };
-        let path = Path::new("m.bin.ckpt");
-        let at = Some((path, &ckpt));
+        let at = Some(ckpt);
         let (settings, limits) = Given::default().resolve(at).unwrap();
         assert_eq!(settings, ckpt.settings);
         assert_eq!((limits.train, limits.test), (Some(1000), Some(200)));
@@ -191,11 +198,11 @@ mod tests {
             assert!(err.to_string().starts_with(&start), "{err}");
         }
         // A finished run needs --epochs above its own to go on.
-        let done = Checkpoint {
+        let done = Resumed {
             epochs_done: 3,
-            ..ckpt.clone()
+            ..ckpt
         };
-        let err = none.resolve(Some((path, &done))).unwrap_err();
+        let err = none.resolve(Some(done)).unwrap_err();
         assert!(err.to_string().contains("pass --epochs above"), "{err}");
         // Without a checkpoint: the defaults, and the limits as given.
         let (settings, limits) = none.resolve(None).unwrap();

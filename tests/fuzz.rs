@@ -197,7 +197,7 @@ fn resuming_from_a_mutated_checkpoint_never_panics() {
             Backend::Cpu
         };
         let resumed = Checkpoint::load(&path).and_then(|ckpt| {
-            Given::default().resolve(Some((&path, &ckpt)))?;
+            Given::default().resolve(Some(ckpt.resumed(&path)))?;
             fit::restore(&path, ckpt, (&train, &test), backend)
         });
         match resumed {

@@ -58,7 +58,9 @@ pub fn run(opts: &TrainOptions, out: &mut dyn Write) -> Result<()> {
         Some(path) => Some((path.as_path(), Checkpoint::load(path)?)),
         None => None,
     };
-    let (settings, limits) = opts.given.resolve(ckpt.as_ref().map(|(p, c)| (*p, c)))?;
+    let (settings, limits) = opts
+        .given
+        .resolve(ckpt.as_ref().map(|(p, c)| c.resumed(p)))?;
     let (train, test) = load_data(&opts.data, limits)?;
     let mut run = match ckpt {
         Some((path, ckpt)) => restore(path, ckpt, (&train, &test), opts.backend)?,
