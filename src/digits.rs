@@ -252,11 +252,21 @@ fn box_blur(values: &[f32], w: usize, h: usize, r: usize) -> Vec<f32> {
     out
 }
 
-/// A picture's width and height as its header declares them, read without decoding a pixel.
-pub fn declared_size(bytes: &[u8]) -> Result<(u32, u32), Unreadable> {
+/// How many pixels a picture's header declares, read without decoding one; an error when it
+/// is no picture or declares more than [`MAX_PIXELS`].
+pub fn declared_pixels(bytes: &[u8]) -> Result<u64, Unreadable> {
     let reader = guessed(ImageReader::new(Cursor::new(bytes)))?;
     let decoder = reader.into_decoder().map_err(not_a_picture)?;
-    Ok(decoder.dimensions())
+    within_limit(decoder.dimensions())
+}
+
+/// Width × height, if it is within [`MAX_PIXELS`].
+fn within_limit((width, height): (u32, u32)) -> Result<u64, Unreadable> {
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > MAX_PIXELS {
+        return Err(Unreadable::TooLarge { width, height });
+    }
+    Ok(pixels)
 }
 
 /// The grey levels of a picture in memory (PNG, JPEG, PGM/PBM), within [`MAX_PIXELS`] and
@@ -297,10 +307,7 @@ fn decode_reader<R: BufRead + Seek>(mut reader: ImageReader<R>) -> Result<GrayIm
     limits.max_alloc = Some(MAX_DECODE_BYTES);
     reader.limits(limits);
     let decoder = reader.into_decoder().map_err(not_a_picture)?;
-    let (width, height) = decoder.dimensions();
-    if u64::from(width) * u64::from(height) > MAX_PIXELS {
-        return Err(Unreadable::TooLarge { width, height });
-    }
+    within_limit(decoder.dimensions())?;
     let picture = DynamicImage::from_decoder(decoder).map_err(not_a_picture)?;
     Ok(match picture {
         DynamicImage::ImageLuma8(grey) => grey,

@@ -2,7 +2,7 @@
 //!
 //! axum on tokio. The accept loop only parses requests; each body is read with a time limit
 //! and a size limit, and its picture's declared size is checked from the header before any
-//! pixel is decoded (over [`MAX_PIXELS`]: 413). Predictions run on tokio's blocking pool in two
+//! pixel is decoded (over [`digits::MAX_PIXELS`]: 413). Predictions run on tokio's blocking pool in two
 //! lanes: small pictures behind a semaphore as wide as the machine, large ones (photos) behind
 //! a narrower one with a bounded queue (full: 503 with `Retry-After`), so that expensive
 //! decoding never holds every core. A request's whole time is bounded too.
@@ -22,7 +22,7 @@ use axum::routing::{MethodRouter, get, post};
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::digits::{self, MAX_PIXELS, Unreadable};
+use crate::digits::{self, Unreadable};
 use crate::engine::{self, Backend, Forward};
 use crate::error::{Error, Result};
 use crate::metrics;
@@ -143,11 +143,8 @@ async fn predict(State(app): State<Arc<App>>, body: Body) -> Response {
         Err(refusal) => return refusal,
     };
     // The header alone: an oversized picture is refused before any pixel is decoded.
-    let pixels = match digits::declared_size(&bytes) {
-        Ok((width, height)) if u64::from(width) * u64::from(height) > MAX_PIXELS => {
-            return refuse(&Unreadable::TooLarge { width, height });
-        }
-        Ok((width, height)) => u64::from(width) * u64::from(height),
+    let pixels = match digits::declared_pixels(&bytes) {
+        Ok(pixels) => pixels,
         Err(reason) => return refuse(&reason),
     };
     let (lane, admitted) = if pixels > LARGE_PIXELS {
