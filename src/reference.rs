@@ -445,48 +445,48 @@ mod tests {
     use super::testing::random;
     use super::*;
 
-    /// Each layer's backward pass is the derivative of its forward pass: a finite difference
-    /// of a random linear function of the output agrees with the backward pass's gradient.
+    /// `r · y`: a random linear function of a layer's output `y`, whose gradient with respect
+    /// to `y` is `r`.
+    fn dot(y: &[f32], r: &[f32]) -> f64 {
+        y.iter()
+            .zip(r)
+            .map(|(y, r)| f64::from(*y) * f64::from(*r))
+            .sum()
+    }
+
+    /// Asserts that `want` is the slope of `loss` along coordinate `i` of `x` (a central
+    /// difference).
+    fn assert_slope(loss: impl Fn(&[f32]) -> f64, x: &[f32], i: usize, want: f32, what: &str) {
+        let h = 1e-2f32;
+        let (mut up, mut down) = (x.to_vec(), x.to_vec());
+        up[i] += h;
+        down[i] -= h;
+        let slope = (loss(&up) - loss(&down)) / f64::from(2.0 * h);
+        let close = (slope - f64::from(want)).abs() < 1e-3;
+        assert!(
+            close,
+            "{what}[{i}]: {slope} by difference, {want} by the backward pass"
+        );
+    }
+
+    /// Each layer's backward pass is the derivative of its forward pass: the gradient of a
+    /// random linear function of the output agrees with a finite difference.
     #[test]
     fn backward_passes_are_the_forward_passes_derivatives() {
         let shape = maps(2, 3, 6);
         let x = random(shape.len(), (-1.0, 1.0), 1);
         let w = random(4 * 3 * 9, (-0.5, 0.5), 2);
         let b = random(4, (-0.5, 0.5), 3);
-        let out_len = 2 * 4 * 4 * 4;
-        let r = random(out_len, (-1.0, 1.0), 4);
-        // L(x, w) = r · conv(x, w); dL/dx and dL/dw from the backward pass.
-        let loss = |x: &[f32], w: &[f32]| -> f64 {
-            let y = conv_forward(x, shape, w, &b);
-            y.iter()
-                .zip(&r)
-                .map(|(y, r)| f64::from(*y) * f64::from(*r))
-                .sum()
-        };
+        let r = random(2 * 4 * 4 * 4, (-1.0, 1.0), 4);
         let g = conv_backward(&x, shape, &w, &r, true);
-        let h = 1e-2f32;
-        for (i, want) in [
-            (5, g.dx.as_ref().unwrap()[5]),
-            (70, g.dx.as_ref().unwrap()[70]),
-        ] {
-            let (mut up, mut down) = (x.clone(), x.clone());
-            up[i] += h;
-            down[i] -= h;
-            let fd = (loss(&up, &w) - loss(&down, &w)) / f64::from(2.0 * h);
-            assert!(
-                (fd - f64::from(want)).abs() < 1e-3,
-                "dx[{i}]: {fd} vs {want}"
-            );
+        let dx = g.dx.as_ref().unwrap();
+        for i in [5, 70] {
+            let loss = |x: &[f32]| dot(&conv_forward(x, shape, &w, &b), &r);
+            assert_slope(loss, &x, i, dx[i], "conv dx");
         }
-        for (i, want) in [(0, g.dweight[0]), (100, g.dweight[100])] {
-            let (mut up, mut down) = (w.clone(), w.clone());
-            up[i] += h;
-            down[i] -= h;
-            let fd = (loss(&x, &up) - loss(&x, &down)) / f64::from(2.0 * h);
-            assert!(
-                (fd - f64::from(want)).abs() < 1e-3,
-                "dw[{i}]: {fd} vs {want}"
-            );
+        for i in [0, 100] {
+            let loss = |w: &[f32]| dot(&conv_forward(&x, shape, w, &b), &r);
+            assert_slope(loss, &w, i, g.dweight[i], "conv dweight");
         }
         // The bias's gradient is the sum of its output channel's gradients.
         let r = &r;
@@ -497,29 +497,26 @@ mod tests {
 
         // The dense layer likewise, and max-pooling routes to the maximum.
         let (xd, wd, bd) = (
-            random(3 * 5, (-1.0, 1.0), 5),
-            random(5 * 2, (-1.0, 1.0), 6),
-            vec![0.1, -0.2],
+            random(15, (-1.0, 1.0), 5),
+            random(10, (-1.0, 1.0), 6),
+            [0.1, -0.2],
         );
         let rd = random(3 * 2, (-1.0, 1.0), 7);
         let (dx, dw, _) = dense_backward(&xd, &wd, &rd, 2);
-        let dense_loss = |x: &[f32], w: &[f32]| -> f64 {
-            let y = dense_forward(x, w, &bd);
-            y.iter()
-                .zip(&rd)
-                .map(|(y, r)| f64::from(*y) * f64::from(*r))
-                .sum()
-        };
-        let (mut up, mut down) = (xd.clone(), xd.clone());
-        up[7] += h;
-        down[7] -= h;
-        let fd = (dense_loss(&up, &wd) - dense_loss(&down, &wd)) / f64::from(2.0 * h);
-        assert!((fd - f64::from(dx[7])).abs() < 1e-3, "{fd} vs {}", dx[7]);
-        let (mut up, mut down) = (wd.clone(), wd.clone());
-        up[3] += h;
-        down[3] -= h;
-        let fd = (dense_loss(&xd, &up) - dense_loss(&xd, &down)) / f64::from(2.0 * h);
-        assert!((fd - f64::from(dw[3])).abs() < 1e-3, "{fd} vs {}", dw[3]);
+        assert_slope(
+            |x| dot(&dense_forward(x, &wd, &bd), &rd),
+            &xd,
+            7,
+            dx[7],
+            "dense dx",
+        );
+        assert_slope(
+            |w| dot(&dense_forward(&xd, w, &bd), &rd),
+            &wd,
+            3,
+            dw[3],
+            "dense dweight",
+        );
         let (y, from) = maxpool_forward(&[1.0, 3.0, 2.0, 3.0], maps(1, 1, 2));
         assert_eq!((y, from.clone()), (vec![3.0], vec![1]));
         assert_eq!(maxpool_backward(&[0.5], &from, 4), vec![0.0, 0.5, 0.0, 0.0]);
