@@ -342,17 +342,18 @@ pub fn load(path: &Path, index: Option<usize>) -> Result<Vec<u8>, Unreadable> {
     Ok(decoded.data[index * PIXELS..(index + 1) * PIXELS].to_vec())
 }
 
-/// The two most likely digits with their probabilities.
+/// The two most likely digits with their probabilities, and every digit's.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Guess {
     pub digit: usize,
     pub probability: f32,
     pub runner_up: usize,
     pub runner_up_probability: f32,
+    pub probabilities: [f32; NUM_CLASSES],
 }
 
 /// Classifies 28x28 images (784 bytes each, MNIST layout) through `net`, in batches of
-/// [`EVAL_BATCH`] as evaluation runs them.
+/// [`EVAL_BATCH`] as evaluation runs them: what `predict` and `serve` answer.
 pub fn classify(net: &dyn Forward, images: &[Vec<u8>]) -> Vec<Guess> {
     let mut guesses = Vec::with_capacity(images.len());
     let mut probs = [0f64; NUM_CLASSES];
@@ -369,6 +370,7 @@ pub fn classify(net: &dyn Forward, images: &[Vec<u8>]) -> Vec<Guess> {
                 probability: probs[best[0]] as f32,
                 runner_up: best[1],
                 runner_up_probability: probs[best[1]] as f32,
+                probabilities: probs.map(|p| p as f32),
             });
         }
     }

@@ -25,8 +25,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::digits::{self, Unreadable};
 use crate::engine::{self, Backend, Forward};
 use crate::error::{Error, Result};
-use crate::metrics;
-use crate::network::{NUM_CLASSES, PARAMETERS, PIXELS};
+use crate::network::PARAMETERS;
 
 /// Pictures that declare more pixels than this (a megapixel) go to the large lane.
 const LARGE_PIXELS: u64 = 1 << 20;
@@ -243,14 +242,10 @@ fn is_too_large(e: &axum::Error) -> bool {
 /// The digit a picture shows, as `predict` reads pictures, or why it shows none.
 fn classify(net: &dyn Forward, bytes: &[u8]) -> std::result::Result<Value, Unreadable> {
     let input = digits::read(bytes)?;
-    debug_assert_eq!(input.len(), PIXELS);
-    let pixels: Vec<f32> = crate::data::batch::scale(&input).collect();
-    let logits = net.logits(&pixels);
-    let mut probs = [0f64; NUM_CLASSES];
-    metrics::softmax(&logits, &mut probs);
+    let guess = digits::classify(net, std::slice::from_ref(&input))[0];
     Ok(json!({
-        "digit": metrics::argmax(&logits),
-        "probabilities": probs.iter().map(|&p| p as f32).collect::<Vec<f32>>(),
+        "digit": guess.digit,
+        "probabilities": guess.probabilities,
         "input28": input,
     }))
 }
