@@ -78,12 +78,13 @@ def time_eval(evaluate, x, timer):
 
 
 def report(system, ms, rate):
+    """One JSON line; `ms` is None for a system that only evaluates."""
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    epoch = ms / 1e3 * -(-60000 // BATCH) + 10000.0 / rate
+    epoch = None if ms is None else round(ms / 1e3 * -(-60000 // BATCH) + 10000.0 / rate, 1)
     print(json.dumps({
         "system": system,
-        "ms_per_step": round(ms, 1),
-        "seconds_per_epoch": round(epoch, 1),
+        "ms_per_step": None if ms is None else round(ms, 1),
+        "seconds_per_epoch": epoch,
         "eval_images_per_s": round(rate),
         "peak_rss_mib": round(peak_mib),
     }))

@@ -14,9 +14,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use burn_pack::{self, Bytes, DType, Reader, Scalar, Writer};
+use burn_pack::{Bytes, Reader, Scalar, Writer};
 
 use crate::error::{Error, Result};
+use crate::model::{f32_tensor, f32s};
 use crate::network::Params;
 use crate::optim::{Accumulators, Adadelta};
 use crate::settings::{Resumed, Settings};
@@ -202,33 +203,6 @@ impl Checkpoint {
     }
 }
 
-/// A burnpack tensor of little-endian f32 values.
-pub(crate) fn f32_tensor(
-    name: String,
-    shape: Vec<usize>,
-    param_id: Option<u64>,
-    values: &[f32],
-) -> burn_pack::Tensor {
-    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    burn_pack::Tensor::new(
-        name,
-        DType::F32,
-        shape,
-        param_id,
-        Bytes::from_bytes_vec(bytes),
-    )
-}
-
-/// Little-endian f32 values, exactly `len` of them.
-pub(crate) fn f32s(bytes: &[u8], len: usize) -> Option<Vec<f32>> {
-    (bytes.len() == 4 * len).then(|| {
-        bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect()
-    })
-}
-
 fn scalar<T: TryFrom<Scalar>>(scalars: &BTreeMap<String, Scalar>, key: &str) -> Option<T> {
     T::try_from(*scalars.get(key)?).ok()
 }
@@ -283,8 +257,8 @@ mod tests {
 
     #[test]
     fn a_model_file_is_not_a_checkpoint() {
-        let model = crate::model::Model::new(&burn::tensor::Device::flex(), 1);
-        let err = Checkpoint::from_bytes(model.to_bytes().unwrap(), Path::new("m.bin"));
+        let model = crate::model::file_bytes(&Params::glorot(1), None).unwrap();
+        let err = Checkpoint::from_bytes(model, Path::new("m.bin"));
         assert!(
             err.unwrap_err()
                 .to_string()

@@ -7,12 +7,14 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::commands::download::DownloadOptions;
 use crate::commands::eval::EvalOptions;
+use crate::commands::export::ExportOptions;
 use crate::commands::predict::PredictOptions;
 use crate::commands::serve::ServeOptions;
 use crate::commands::train::TrainOptions;
 use crate::data::{DEFAULT_MIRRORS, DataSource, Fetcher};
 use crate::engine::Backend;
 use crate::error::{Error, Result};
+use crate::formats::Format;
 use crate::progress::Verbosity;
 use crate::settings::{Given, Settings};
 
@@ -28,6 +30,7 @@ Examples:
   mnist-cnn eval model.bin --report --errors errors.png
                                          confusion matrix, and a sheet of the misread digits
   mnist-cnn predict model.bin digit.jpg  read your own handwriting
+  mnist-cnn export model.bin mnist.onnx  for ONNX Runtime, OpenVINO, tract (or .safetensors for PyTorch)
   mnist-cnn download --data-dir ~/mnist  fetch and verify the data only (--check: offline report)
   mnist-cnn train --resume model.bin.ckpt   finish an interrupted run";
 
@@ -59,13 +62,23 @@ pub enum Command {
     /// Print the network's layers, output shapes and parameter counts, Keras-style.
     Summary,
     /// Serve a page to draw digits on (or drop a photo of one) and watch the model read them,
-    /// and its JSON API: POST /api/predict with an image body, GET /api/model. Ctrl-C stops
+    /// and its JSON API: POST /api/predict with an image body, GET /api/model (and
+    /// /api/model.onnx, the model as `export` writes it). Ctrl-C stops
     /// it (exit status 0).
     ///
     /// Uploads are limited to 5 MB and `--upload-timeout`; a picture whose header declares
     /// more than 50 megapixels is answered 413 before decoding; large pictures are prepared in
     /// a lane of their own (full: 503 with Retry-After), and every request ends within 30 s.
     Serve(ServeArgs),
+    /// Write the model for other tools: an ONNX graph or PyTorch-layout safetensors.
+    ///
+    /// ONNX: standard operators (opset 13), input `input` float32 [N, 1, 28, 28] with pixels
+    /// scaled to [0, 1], outputs `probabilities` and `logits` [N, 10]; the training run's
+    /// figures (epochs, seed, test accuracy) as metadata when the model file has them.
+    /// safetensors: `conv1.weight` … `dense2.bias` in PyTorch's layouts, which a module with
+    /// those attribute names loads with `load_state_dict(strict=True)`. Such a file (your own
+    /// PyTorch weights too) is accepted as MODEL by eval, predict, serve and export.
+    Export(ExportArgs),
     /// Fetch and verify the four MNIST files into the data directory without training, or
     /// with --check report what it holds without any network. For preparing an offline
     /// machine or a CI cache.
@@ -81,7 +94,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Model file written by `mnist-cnn train`.
+    /// Model file written by `mnist-cnn train` (or a safetensors of PyTorch weights, as
+    /// `export` writes them).
     pub model: PathBuf,
 
     /// Address to listen on. The default answers this machine only; `--host 0.0.0.0` opts in
@@ -104,6 +118,29 @@ pub struct ServeArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Model file: written by `mnist-cnn train`, or a safetensors of PyTorch weights.
+    pub model: PathBuf,
+
+    /// Where to write; replaced only once the export is whole.
+    pub out: PathBuf,
+
+    /// The format [default: from OUT's extension, .onnx or .safetensors].
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+}
+
+impl ExportArgs {
+    pub fn options(&self) -> ExportOptions {
+        ExportOptions {
+            model: self.model.clone(),
+            out: self.out.clone(),
+            format: self.format,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
 pub struct DownloadArgs {
     /// Only report each file (canonical MNIST, another valid IDX file, corrupt, missing); no
     /// network. Exit status 1 when any is missing or corrupt.
@@ -116,7 +153,8 @@ pub struct DownloadArgs {
 
 #[derive(Debug, Args)]
 pub struct PredictArgs {
-    /// Model file written by `mnist-cnn train`.
+    /// Model file written by `mnist-cnn train` (or a safetensors of PyTorch weights, as
+    /// `export` writes them).
     pub model: PathBuf,
 
     /// PNG, JPEG, PGM/PBM pictures of one digit each, or IDX image files (with --index).
@@ -214,7 +252,8 @@ pub struct TrainArgs {
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// Model file written by `mnist-cnn train`.
+    /// Model file written by `mnist-cnn train` (or a safetensors of PyTorch weights, as
+    /// `export` writes them).
     pub model: PathBuf,
 
     /// Evaluate on only the first N test images.
@@ -331,6 +370,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             writeln!(out, "{}", model.summary()).map_err(Error::stdout)
         }
         Command::Download(args) => crate::commands::download::run(&args.options(), out),
+        Command::Export(args) => crate::commands::export::run(&args.options(), out),
         Command::Serve(args) => crate::commands::serve::run(&args.options(), out),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "mnist-cnn", out);

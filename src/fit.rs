@@ -222,17 +222,11 @@ pub fn restore(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::{DataSource, Fetcher, Part};
+    use crate::data::{DataSource, Part};
     use crate::network::Params;
 
     fn subset(train: usize, test: usize) -> (Split, Split) {
-        let source = DataSource {
-            dir: concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist-subset").into(),
-            fetcher: Fetcher {
-                mirrors: Vec::new(),
-                ..Fetcher::default()
-            },
-        };
+        let source = DataSource::committed_subset();
         let load = |part, n| source.load(part, Some(n)).expect("the committed subset");
         (load(Part::Train, train), load(Part::Test, test))
     }

@@ -10,7 +10,8 @@
 //!   holds Adadelta; [`metrics`] scores rows of logits;
 //! - training: [`settings`] owns a run's settings, [`fit`] is the epoch loop, [`rng`] its random
 //!   streams, [`checkpoint`] its state on disk, [`history`] and [`progress`] its record and log;
-//! - using a model: [`evaluate`] (loss, accuracy, confusion), [`digits`] (people's pictures);
+//! - using a model: [`evaluate`] (loss, accuracy, confusion), [`digits`] (people's pictures),
+//!   [`formats`] (reading PyTorch's safetensors; exporting ONNX and safetensors);
 //! - data: [`data`] fetches and decodes MNIST;
 //! - output: [`charts`] draws, [`fsutil`] writes atomically, [`error`] types every failure.
 
@@ -24,6 +25,7 @@ pub mod engine;
 pub mod error;
 pub mod evaluate;
 pub mod fit;
+pub mod formats;
 pub mod fsutil;
 pub mod history;
 pub mod interrupt;

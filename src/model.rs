@@ -7,9 +7,9 @@ use burn::module::{Module, Param, ParamId};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
-use burn::store::ModuleRecord;
 use burn::tensor::activation::{log_softmax, relu};
-use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn_pack::{Bytes, DType, Reader, Writer};
 
 use crate::error::{Error, Result};
 use crate::network::{
@@ -219,40 +219,106 @@ impl Model {
         out.push("_".repeat(WIDTH));
         out.join("\n")
     }
+}
 
-    /// The model file: burn's burnpack record of the parameters.
-    pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let bytes = self
-            .clone()
-            .into_record()
-            .into_bytes()
-            .map_err(|e| Error::Serialise {
-                what: "model",
-                reason: e.to_string(),
-            })?;
-        Ok(bytes.to_vec())
+/// What a model file says of the run that made it. Files from other tools (a PyTorch
+/// safetensors) and from builds before it was recorded have none.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Provenance {
+    pub epochs: usize,
+    pub seed: u64,
+    pub batch: usize,
+    /// The final evaluation (`Test loss` / `Test accuracy`), on this many test images.
+    pub test_images: usize,
+    pub test_loss: f64,
+    pub test_accuracy: f64,
+}
+
+impl Provenance {
+    const KEYS: [&str; 6] = [
+        "epochs",
+        "seed",
+        "batch",
+        "test_images",
+        "test_loss",
+        "test_accuracy",
+    ];
+
+    /// The figures as (key, value) text, numbers in their shortest exact form.
+    pub fn entries(&self) -> [(&'static str, String); 6] {
+        let values = [
+            self.epochs.to_string(),
+            self.seed.to_string(),
+            self.batch.to_string(),
+            self.test_images.to_string(),
+            self.test_loss.to_string(),
+            self.test_accuracy.to_string(),
+        ];
+        let mut keys = Self::KEYS.into_iter();
+        values.map(|v| (keys.next().expect("a key per value"), v))
     }
 
-    /// Reads a model file written by [`Model::to_bytes`]; `path` is for messages only.
-    pub fn from_bytes(bytes: Vec<u8>, path: &Path, device: &Device) -> Result<Model> {
-        let fail = |reason: String| Error::Model {
-            path: path.to_path_buf(),
-            reason,
-        };
-        if bytes.is_empty() {
-            return Err(fail("the file is empty".into()));
-        }
-        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
-            .map_err(|e| fail(format!("not a mnist-cnn model file ({e})")))?;
-        Model::from_params(&Params::zeros(), device)
-            .try_load_record(record)
-            .map_err(|e| fail(format!("the file does not hold this network ({e})")))
+    fn from_entries(get: impl Fn(&str) -> Option<String>) -> Option<Provenance> {
+        Some(Provenance {
+            epochs: get("epochs")?.parse().ok()?,
+            seed: get("seed")?.parse().ok()?,
+            batch: get("batch")?.parse().ok()?,
+            test_images: get("test_images")?.parse().ok()?,
+            test_loss: get("test_loss")?.parse().ok()?,
+            test_accuracy: get("test_accuracy")?.parse().ok()?,
+        })
     }
+}
 
-    /// Loads a model file from disk.
-    pub fn load(path: &Path, device: &Device) -> Result<Model> {
-        Model::from_bytes(read_bytes(path)?, path, device)
+/// A model file's contents.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelFile {
+    pub params: Params,
+    pub provenance: Option<Provenance>,
+}
+
+/// The model file holding `params`: a burnpack of the eight tensors as burn's own module
+/// record writes them (names, ids 1..=8, f32), so burn loads it as a `Model` record, plus the
+/// run's figures as metadata.
+pub fn file_bytes(params: &Params, provenance: Option<&Provenance>) -> Result<Vec<u8>> {
+    let tensors = params
+        .named()
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, shape, values))| {
+            f32_tensor(name.to_string(), shape, Some(i as u64 + 1), values)
+        })
+        .collect();
+    let mut writer = Writer::new(tensors);
+    for (key, value) in provenance.iter().flat_map(|p| p.entries()) {
+        writer = writer.with_metadata(key, &value);
     }
+    let bytes = writer.into_bytes().map_err(|e| Error::Serialise {
+        what: "model",
+        reason: e.to_string(),
+    })?;
+    Ok(bytes.to_vec())
+}
+
+/// Reads a model file written by [`file_bytes`] (or by burn from a [`Model`]); `path` is for
+/// messages only.
+pub fn from_file_bytes(bytes: Vec<u8>, path: &Path) -> Result<ModelFile> {
+    let fail = |reason: String| Error::Model {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if bytes.is_empty() {
+        return Err(fail("the file is empty".into()));
+    }
+    let reader = Reader::from_bytes(Bytes::from_bytes_vec(bytes))
+        .map_err(|e| fail(format!("not a mnist-cnn model file ({e})")))?;
+    let params = Params::from_named(|name, shape| {
+        f32s(&reader.tensor_data(name).ok()?, shape.iter().product())
+    })
+    .ok_or_else(|| fail("the file does not hold this network's eight tensors".into()))?;
+    let metadata = reader.metadata();
+    let provenance = Provenance::from_entries(|key| metadata.get(key).cloned());
+    Ok(ModelFile { params, provenance })
 }
 
 /// The bytes of a model or checkpoint file, at most [`MAX_FILE_BYTES`] of them.
@@ -263,14 +329,31 @@ pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
     })
 }
 
-/// Reads a model file into its parameters.
-pub fn read_params(path: &Path) -> Result<Params> {
-    Ok(Model::load(path, &Device::flex())?.params())
+/// A burnpack tensor of little-endian f32 values.
+pub(crate) fn f32_tensor(
+    name: String,
+    shape: Vec<usize>,
+    param_id: Option<u64>,
+    values: &[f32],
+) -> burn_pack::Tensor {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    burn_pack::Tensor::new(
+        name,
+        DType::F32,
+        shape,
+        param_id,
+        Bytes::from_bytes_vec(bytes),
+    )
 }
 
-/// The model file holding `params`.
-pub fn file_bytes(params: &Params) -> Result<Vec<u8>> {
-    Model::from_params(params, &Device::flex()).to_bytes()
+/// Little-endian f32 values, exactly `len` of them.
+pub(crate) fn f32s(bytes: &[u8], len: usize) -> Option<Vec<f32>> {
+    (bytes.len() == 4 * len).then(|| {
+        bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    })
 }
 
 /// Categorical cross-entropy of each sample (burn's engine trains on this; rows of host
@@ -359,28 +442,59 @@ mod tests {
         assert_eq!(trainable.params(), params);
     }
 
-    #[test]
-    fn same_seed_same_bytes_other_seed_other_bytes() {
-        let device = Device::default();
-        let a = Model::new(&device, 3).to_bytes().unwrap();
-        assert_eq!(a, Model::new(&device, 3).to_bytes().unwrap());
-        assert_ne!(a, Model::new(&device, 4).to_bytes().unwrap());
+    fn provenance() -> Provenance {
+        Provenance {
+            epochs: 12,
+            seed: 1337,
+            batch: 128,
+            test_images: 10_000,
+            test_loss: 0.02566789763210819,
+            test_accuracy: 0.9913,
+        }
     }
 
     #[test]
-    fn file_round_trip_keeps_the_outputs() {
+    fn same_params_same_bytes_and_the_run_survives_the_round_trip() {
+        let params = Params::glorot(3).with_random_biases(1);
+        let a = file_bytes(&params, Some(&provenance())).unwrap();
+        assert_eq!(a, file_bytes(&params, Some(&provenance())).unwrap());
+        assert_ne!(
+            a,
+            file_bytes(&Params::glorot(4), Some(&provenance())).unwrap()
+        );
+        let read = from_file_bytes(a, Path::new("m.bin")).unwrap();
+        assert_eq!(read.params, params);
+        assert_eq!(read.provenance, Some(provenance()));
+        let bare = file_bytes(&params, None).unwrap();
+        assert_eq!(
+            from_file_bytes(bare, Path::new("m.bin"))
+                .unwrap()
+                .provenance,
+            None
+        );
+    }
+
+    #[test]
+    fn the_file_is_burns_own_module_record() {
+        use burn::store::ModuleRecord;
         let device = Device::default();
-        let model = Model::new(&device, 5);
-        let path = Path::new("memory");
-        let loaded = Model::from_bytes(model.to_bytes().unwrap(), path, &device).unwrap();
-        let input = Tensor::<4>::ones([2, 1, 28, 28], &device).mul_scalar(0.5);
-        let a: Vec<f32> = model
-            .forward(input.clone())
-            .into_data()
-            .try_to_vec()
+        let params = Params::glorot(5).with_random_biases(6);
+        // What burn writes for the module (and what earlier builds saved) reads back...
+        let burns = Model::from_params(&params, &device)
+            .into_record()
+            .into_bytes()
+            .unwrap()
+            .to_vec();
+        let read = from_file_bytes(burns.clone(), Path::new("m.bin")).unwrap();
+        assert_eq!(read.params, params);
+        // ...and without a run, the file is byte for byte burn's; with one, burn still loads it.
+        assert_eq!(file_bytes(&params, None).unwrap(), burns);
+        let ours = file_bytes(&params, Some(&provenance())).unwrap();
+        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(ours)).unwrap();
+        let loaded = Model::from_params(&Params::zeros(), &device)
+            .try_load_record(record)
             .unwrap();
-        let b: Vec<f32> = loaded.forward(input).into_data().try_to_vec().unwrap();
-        assert_eq!(a, b);
+        assert_eq!(loaded.params(), params);
     }
 
     #[test]
@@ -405,16 +519,15 @@ mod tests {
 
     #[test]
     fn bad_model_bytes_are_errors() {
-        let device = Device::default();
         let path = Path::new("m.bin");
-        let good = Model::new(&device, 5).to_bytes().unwrap();
+        let good = file_bytes(&Params::glorot(5), None).unwrap();
         for bad in [
             Vec::new(),
             b"hello, world".to_vec(),
             good[..good.len() / 2].to_vec(),
             good[..20].to_vec(),
         ] {
-            let err = Model::from_bytes(bad, path, &device).unwrap_err();
+            let err = from_file_bytes(bad, path).unwrap_err();
             assert!(matches!(err, Error::Model { .. }), "{err}");
         }
     }

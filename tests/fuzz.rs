@@ -8,15 +8,15 @@ mod common;
 
 use std::path::Path;
 
-use burn::tensor::Device;
 use mnist_cnn::checkpoint::{Checkpoint, TrainerState};
 use mnist_cnn::commands::serve::status_of;
 use mnist_cnn::data::Split;
 use mnist_cnn::data::idx::{self, Kind};
 use mnist_cnn::engine::Backend;
-use mnist_cnn::fit;
-use mnist_cnn::model::Model;
+use mnist_cnn::model::{self, Provenance};
+use mnist_cnn::network::Params;
 use mnist_cnn::settings::{Given, Settings};
+use mnist_cnn::{fit, formats};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 fn iterations(default: usize) -> usize {
@@ -128,26 +128,38 @@ fn idx_reader_never_panics() {
 
 #[test]
 fn model_reader_never_panics() {
-    let device = Device::default();
-    let model = Model::new(&device, 1).to_bytes().unwrap();
+    let params = Params::glorot(1);
+    let provenance = Provenance {
+        epochs: 12,
+        seed: 1,
+        batch: 128,
+        test_images: 10_000,
+        test_loss: 0.03,
+        test_accuracy: 0.99,
+    };
+    let ours = model::file_bytes(&params, Some(&provenance)).unwrap();
+    let pytorch = formats::safetensors::to_bytes(&params).unwrap();
     let mut rng = StdRng::seed_from_u64(0xb1);
     let n = iterations(150);
     let path = Path::new("fuzzed.bin");
     let (mut ok, mut err) = (0, 0);
     for i in 0..n {
-        // Mutations of the first 256 bytes reach burnpack's header and metadata.
+        // Mutations of the first 256 bytes reach the header and metadata of either format.
+        let model = if i % 2 == 0 { &ours } else { &pytorch };
         let mut input = model.clone();
         let head = mutate(&mut rng, &model[..256]);
         input.splice(..256, head);
         if i % 5 == 0 {
-            input = mutate(&mut rng, &model);
+            input = mutate(&mut rng, model);
         }
-        match Model::from_bytes(input, path, &device) {
+        match formats::from_bytes(input, path) {
             Ok(_) => ok += 1,
             Err(_) => err += 1,
         }
     }
-    println!("model: {n} mutations: {ok} loaded, {err} rejected, 0 panics");
+    println!(
+        "model (burnpack and safetensors): {n} mutations: {ok} loaded, {err} rejected, 0 panics"
+    );
     assert!(err > 0);
 }
 

@@ -64,6 +64,22 @@ fn predicts_describes_and_refuses_bad_input_then_keeps_serving() {
     assert_eq!(info["parameters"], 1_199_882);
     assert_eq!(info["backend"], "cpu");
     assert_eq!(info["file"], model.display().to_string());
+    // The served model as ONNX: the very bytes `export` writes.
+    let onnx = client()
+        .get(format!("{url}/api/model.onnx"))
+        .send()
+        .unwrap();
+    assert_eq!(onnx.status(), 200);
+    let served_onnx = onnx.bytes().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let exported = dir.path().join("m.onnx");
+    common::cmd()
+        .arg("export")
+        .arg(&model)
+        .arg(&exported)
+        .assert()
+        .success();
+    assert_eq!(served_onnx, std::fs::read(&exported).unwrap());
     let page = client().get(format!("{url}/")).send().unwrap();
     assert_eq!(page.status(), 200);
     assert!(page.text().unwrap().contains("<canvas id=\"pad\""));

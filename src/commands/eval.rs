@@ -91,7 +91,7 @@ pub fn run(opts: &EvalOptions, out: &mut dyn Write) -> Result<()> {
     }
     // The backend, then the model, before the data: neither should cost a download.
     opts.backend.device()?;
-    let params = crate::model::read_params(&opts.model)?;
+    let params = crate::formats::read_params(&opts.model)?;
     let net = engine::forward(opts.backend, params)?;
     let test = opts.data.load(Part::Test, opts.limit_test)?;
     if test.is_empty() {

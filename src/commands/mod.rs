@@ -3,6 +3,7 @@
 
 pub mod download;
 pub mod eval;
+pub mod export;
 pub mod predict;
 pub mod serve;
 pub mod train;

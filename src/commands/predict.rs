@@ -56,7 +56,7 @@ fn prepare_all(opts: &PredictOptions) -> Result<Vec<Prepared<'_>>> {
 /// `mnist-cnn predict MODEL IMAGE...`: the answers go to `out`, unreadable inputs to stderr.
 pub fn run(opts: &PredictOptions, out: &mut dyn Write) -> Result<()> {
     opts.backend.device()?;
-    let net = engine::forward(opts.backend, crate::model::read_params(&opts.model)?)?;
+    let net = engine::forward(opts.backend, crate::formats::read_params(&opts.model)?)?;
     let (mut read, mut failures) = (Vec::new(), Vec::new());
     for (path, prepared) in prepare_all(opts)? {
         match prepared {

@@ -9,7 +9,7 @@ use crate::data::{DataSource, Part, Split};
 use crate::engine::Backend;
 use crate::error::{Error, Result};
 use crate::fit::{EpochFiles, Fit, Run, restore};
-use crate::model::Model;
+use crate::model::{Model, Provenance};
 use crate::network::SIDE;
 use crate::progress::Verbosity;
 use crate::settings::{Given, Limits};
@@ -81,15 +81,24 @@ pub fn run(opts: &TrainOptions, out: &mut dyn Write) -> Result<()> {
     fit.run(&mut run, out)?;
 
     let params = run.trainer.state()?.params;
-    fsutil::write_atomic(&out_path, &crate::model::file_bytes(&params)?)?;
+    // The last validation is exactly Keras's closing `model.evaluate` on the test set.
+    let last = run.history.last().expect("at least one epoch").val;
+    let provenance = Provenance {
+        epochs: run.history.len(),
+        seed: settings.seed,
+        batch: settings.batch,
+        test_images: test.len(),
+        test_loss: last.loss,
+        test_accuracy: last.accuracy,
+    };
+    let bytes = crate::model::file_bytes(&params, Some(&provenance))?;
+    fsutil::write_atomic(&out_path, &bytes)?;
     writeln!(out, "Model saved to {}", out_path.display()).map_err(Error::stdout)?;
     let history_path = history::path_for(&out_path);
     writeln!(out, "History saved to {}", history_path.display()).map_err(Error::stdout)?;
     if let Some(plot) = &files.plot {
         writeln!(out, "Curves drawn in {}", plot.display()).map_err(Error::stdout)?;
     }
-    // The last validation is exactly Keras's closing `model.evaluate` on the test set.
-    let last = run.history.last().expect("at least one epoch").val;
     writeln!(out, "{}", last.report()).map_err(Error::stdout)?;
     Ok(())
 }

@@ -133,6 +133,19 @@ pub struct DataSource {
 }
 
 impl DataSource {
+    /// The small real subset of MNIST committed under `data/`, with no mirror: what unit
+    /// tests train and evaluate on.
+    #[cfg(test)]
+    pub(crate) fn committed_subset() -> DataSource {
+        DataSource {
+            dir: concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist-subset").into(),
+            fetcher: Fetcher {
+                mirrors: Vec::new(),
+                ..Fetcher::default()
+            },
+        }
+    }
+
     /// Loads one half of MNIST, downloading what is missing; `limit` keeps the first N items.
     pub fn load(&self, part: Part, limit: Option<usize>) -> Result<Split> {
         let (image_file, label_file) = part.files();

@@ -8,11 +8,11 @@ use burn_pack::{self, Reader, Writer};
 
 use super::{Backend, Forward, StepOutcome, Trainer};
 use crate::checkpoint::TrainerState;
-use crate::checkpoint::{f32_tensor, f32s};
 use crate::data::batch::images_tensor;
 use crate::error::{Error, Result};
 use crate::metrics;
 use crate::model::{Model, cross_entropy};
+use crate::model::{f32_tensor, f32s};
 use crate::network::{NUM_CLASSES, Params};
 use crate::optim::{Accumulators, Adadelta};
 

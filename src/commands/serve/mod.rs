@@ -25,6 +25,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::digits::{self, Unreadable};
 use crate::engine::{self, Backend, Forward};
 use crate::error::{Error, Result};
+use crate::formats::{self, Format};
 use crate::network::PARAMETERS;
 
 /// Pictures that declare more pixels than this (a megapixel) go to the large lane.
@@ -53,6 +54,8 @@ pub struct ServeOptions {
 struct App {
     net: Box<dyn Forward>,
     model: String,
+    /// The served model as `export` writes it to ONNX, for `GET /api/model.onnx`.
+    onnx: Bytes,
     backend: Backend,
     /// Small pictures prepared and read at once: one per core.
     small: Arc<Semaphore>,
@@ -67,11 +70,14 @@ struct App {
 /// `mnist-cnn serve MODEL`: prints the URL to `out`, serves until Ctrl-C, then returns.
 pub fn run(opts: &ServeOptions, out: &mut dyn Write) -> Result<()> {
     opts.backend.device()?;
-    let net = engine::forward(opts.backend, crate::model::read_params(&opts.model)?)?;
+    let model = formats::load(&opts.model)?;
+    let onnx = Bytes::from(formats::export(&model, Format::Onnx)?);
+    let net = engine::forward(opts.backend, model.params)?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let app = Arc::new(App {
         net,
         model: opts.model.display().to_string(),
+        onnx,
         backend: opts.backend,
         small: Arc::new(Semaphore::new(workers)),
         large: Arc::new(Semaphore::new((workers / 2).max(1))),
@@ -117,6 +123,7 @@ fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", only(get(page)))
         .route("/api/model", only(get(model_info)))
+        .route("/api/model.onnx", only(get(model_onnx)))
         .route("/api/predict", only(post(predict)))
         .fallback(not_found)
         .with_state(app)
@@ -133,6 +140,17 @@ async fn model_info(State(app): State<Arc<App>>) -> Response {
         "backend": app.backend.name(),
     });
     (StatusCode::OK, axum::Json(info)).into_response()
+}
+
+async fn model_onnx(State(app): State<Arc<App>>) -> Response {
+    let headers = [
+        (header::CONTENT_TYPE, "application/octet-stream"),
+        (
+            header::CONTENT_DISPOSITION,
+            "attachment; filename=\"mnist-cnn.onnx\"",
+        ),
+    ];
+    (StatusCode::OK, headers, app.onnx.clone()).into_response()
 }
 
 async fn predict(State(app): State<Arc<App>>, body: Body) -> Response {
@@ -257,7 +275,7 @@ async fn not_found() -> Response {
 async fn wrong_method() -> Response {
     error(
         StatusCode::METHOD_NOT_ALLOWED,
-        "wrong method: GET / and /api/model, POST /api/predict",
+        "wrong method: GET /, /api/model and /api/model.onnx, POST /api/predict",
     )
 }
 

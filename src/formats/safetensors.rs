@@ -1,0 +1,176 @@
+//! safetensors files (Hugging Face's format, what PyTorch users save weights in) of the
+//! eight tensors in PyTorch's layouts: what `export` writes and what every command reads as
+//! a model.
+
+use std::collections::HashMap;
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use super::{TorchTensor, from_torch, torch_shape, torch_tensors};
+use crate::error::{Error, Result};
+use crate::network::{Params, TENSOR_NAMES};
+
+/// Whether `bytes` start as a safetensors file does: an 8-byte header length, then a JSON
+/// object. (A burnpack starts with its own magic.)
+pub fn looks_like(bytes: &[u8]) -> bool {
+    bytes.len() > 8 && bytes[8] == b'{'
+}
+
+/// The safetensors file of `params`, with the metadata `torch`'s `save_file` writes. One
+/// metadata key only: the crate writes its metadata map in hash order, so more would vary.
+pub fn to_bytes(params: &Params) -> Result<Vec<u8>> {
+    let tensors = torch_tensors(params);
+    let bytes: Vec<Vec<u8>> = tensors.iter().map(|t| le_bytes(&t.values)).collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|(t, b): (&TorchTensor, _)| {
+            TensorView::new(Dtype::F32, t.shape.clone(), b).map(|view| (t.name, view))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(fail)?;
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize(views, Some(metadata)).map_err(fail)
+}
+
+fn fail(e: safetensors::SafeTensorError) -> Error {
+    Error::Serialise {
+        what: "safetensors file",
+        reason: e.to_string(),
+    }
+}
+
+/// The parameters held by a safetensors file of the eight tensors in PyTorch's layouts, or
+/// why it holds something else, naming the tensor and the shape expected.
+pub fn read(bytes: &[u8]) -> std::result::Result<Params, String> {
+    let file =
+        SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file ({e})"))?;
+    let mut names = file.names();
+    names.sort();
+    if let Some(extra) = names.iter().find(|n| !TENSOR_NAMES.contains(n)) {
+        return Err(format!(
+            "the safetensors file has a tensor `{extra}` that this network does not ({})",
+            TENSOR_NAMES.join(", ")
+        ));
+    }
+    let tensor = |name: &str| -> std::result::Result<Vec<f32>, String> {
+        let expected = torch_shape(name).expect("one of the eight names");
+        let view = file.tensor(name).map_err(|_| {
+            format!("the safetensors file has no tensor `{name}` (shape {expected:?})")
+        })?;
+        if view.shape() != expected {
+            return Err(format!(
+                "tensor `{name}` has shape {:?}; expected {expected:?}",
+                view.shape()
+            ));
+        }
+        if view.dtype() != Dtype::F32 {
+            return Err(format!(
+                "tensor `{name}` is {:?}; expected F32 (in PyTorch: `.float()` before saving)",
+                view.dtype()
+            ));
+        }
+        Ok(view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    };
+    // Every name checked in order, so the first problem is the one reported.
+    let mut values = Vec::with_capacity(TENSOR_NAMES.len());
+    for name in TENSOR_NAMES {
+        values.push((name, tensor(name)?));
+    }
+    Ok(from_torch(|name| {
+        values
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.clone())
+    })
+    .expect("every tensor checked above"))
+}
+
+fn le_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A safetensors file of `tensors` (name, shape, dtype), values all 0.5.
+    fn file_of(tensors: &[(&str, Vec<usize>, Dtype)]) -> Vec<u8> {
+        let data: Vec<Vec<u8>> = tensors
+            .iter()
+            .map(|(_, shape, dtype)| {
+                let n: usize = shape.iter().product();
+                match dtype {
+                    Dtype::F32 => le_bytes(&vec![0.5; n]),
+                    _ => vec![0; n * dtype.bitsize() / 8],
+                }
+            })
+            .collect();
+        let views: Vec<_> = tensors
+            .iter()
+            .zip(&data)
+            .map(|((name, shape, dtype), d)| {
+                (*name, TensorView::new(*dtype, shape.clone(), d).unwrap())
+            })
+            .collect();
+        safetensors::serialize(views, None).unwrap()
+    }
+
+    fn the_eight() -> Vec<(&'static str, Vec<usize>, Dtype)> {
+        TENSOR_NAMES
+            .iter()
+            .map(|n| (*n, torch_shape(n).unwrap(), Dtype::F32))
+            .collect()
+    }
+
+    #[test]
+    fn export_import_export_is_the_same_bytes() {
+        let params = Params::glorot(11).with_random_biases(12);
+        let bytes = to_bytes(&params).unwrap();
+        assert!(looks_like(&bytes));
+        let read_back = read(&bytes).unwrap();
+        assert_eq!(read_back, params);
+        assert_eq!(to_bytes(&read_back).unwrap(), bytes);
+        let file = SafeTensors::deserialize(&bytes).unwrap();
+        assert_eq!(file.tensor("dense1.weight").unwrap().shape(), [128, 9216]);
+    }
+
+    #[test]
+    fn missing_extra_misshapen_and_half_tensors_are_named() {
+        assert!(read(&file_of(&the_eight())).is_ok());
+        let mut missing = the_eight();
+        missing.remove(3);
+        assert_eq!(
+            read(&file_of(&missing)).unwrap_err(),
+            "the safetensors file has no tensor `conv2.bias` (shape [64])"
+        );
+        let mut extra = the_eight();
+        extra.push(("bn.running_mean", vec![64], Dtype::F32));
+        assert!(
+            read(&file_of(&extra))
+                .unwrap_err()
+                .starts_with("the safetensors file has a tensor `bn.running_mean` that this network does not (conv1.weight, ")
+        );
+        let mut misshapen = the_eight();
+        misshapen[4].1 = vec![9216, 128];
+        assert_eq!(
+            read(&file_of(&misshapen)).unwrap_err(),
+            "tensor `dense1.weight` has shape [9216, 128]; expected [128, 9216]"
+        );
+        let mut half = the_eight();
+        half[0].2 = Dtype::F16;
+        assert!(
+            read(&file_of(&half))
+                .unwrap_err()
+                .starts_with("tensor `conv1.weight` is F16; expected F32")
+        );
+        let bytes = to_bytes(&Params::glorot(1)).unwrap();
+        for bad in [&bytes[..bytes.len() - 1], &bytes[..100], b"{}".as_slice()] {
+            assert!(read(bad).unwrap_err().starts_with("not a safetensors file"));
+        }
+    }
+}
