@@ -310,8 +310,11 @@ pub fn from_file_bytes(bytes: Vec<u8>, path: &Path) -> Result<ModelFile> {
     if bytes.is_empty() {
         return Err(fail("the file is empty".into()));
     }
-    let reader = Reader::from_bytes(Bytes::from_bytes_vec(bytes))
-        .map_err(|e| fail(format!("not a mnist-cnn model file ({e})")))?;
+    let reader = Reader::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| {
+        fail(format!(
+            "neither an mnist-cnn model file nor a safetensors file ({e})"
+        ))
+    })?;
     let params = Params::from_named(|name, shape| {
         f32s(&reader.tensor_data(name).ok()?, shape.iter().product())
     })

@@ -962,6 +962,11 @@ fn completions_and_the_man_page_come_from_the_same_definitions() {
     cmd().args(["completions", "tcsh"]).assert().code(2);
 }
 
+/// `mnist-cnn export MODEL OUT`, run.
+fn export(model: &Path, out: &Path) -> assert_cmd::assert::Assert {
+    cmd().arg("export").arg(model).arg(out).assert()
+}
+
 /// A safetensors file of one f32 tensor `conv1.weight` shaped like a colour model's first layer.
 fn misshapen_safetensors() -> Vec<u8> {
     let header = br#"{"conv1.weight":{"dtype":"F32","shape":[32,3,3,3],"data_offsets":[0,3456]}}"#;
@@ -976,11 +981,7 @@ fn exported_safetensors_evaluate_to_the_last_digit_and_round_trip_to_the_same_by
     let model = one_epoch().0.join("model.bin");
     let dir = tempfile::tempdir().unwrap();
     let weights = dir.path().join("weights.safetensors");
-    cmd()
-        .arg("export")
-        .arg(&model)
-        .arg(&weights)
-        .assert()
+    export(&model, &weights)
         .success()
         .stdout(predicate::str::contains("safetensors in PyTorch's layouts"));
     // The imported model is the same model: eval's JSON (loss in full) is identical.
@@ -990,12 +991,7 @@ fn exported_safetensors_evaluate_to_the_last_digit_and_round_trip_to_the_same_by
     );
     // Import, export again: the same bytes.
     let again = dir.path().join("again.safetensors");
-    cmd()
-        .arg("export")
-        .arg(&weights)
-        .arg(&again)
-        .assert()
-        .success();
+    export(&weights, &again).success();
     assert_eq!(
         std::fs::read(&again).unwrap(),
         std::fs::read(&weights).unwrap()
@@ -1022,11 +1018,7 @@ fn onnx_export_carries_the_graph_and_the_run_s_figures() {
     let model = one_epoch().0.join("model.bin");
     let dir = tempfile::tempdir().unwrap();
     let onnx = dir.path().join("mnist.ONNX");
-    cmd()
-        .arg("export")
-        .arg(&model)
-        .arg(&onnx)
-        .assert()
+    export(&model, &onnx)
         .success()
         .stdout(predicate::str::contains("an ONNX graph (opset 13)"));
     let bytes = std::fs::read(&onnx).unwrap();
@@ -1066,21 +1058,9 @@ fn export_and_eval_refuse_bad_inputs_in_one_line_writing_nothing() {
     };
     // A target directory that does not exist.
     let nowhere = dir.path().join("no-such-dir").join("m.onnx");
-    one_line(
-        cmd().arg("export").arg(&model).arg(&nowhere).assert(),
-        1,
-        "no-such-dir",
-    );
+    one_line(export(&model, &nowhere), 1, "no-such-dir");
     // An extension that names no format.
-    one_line(
-        cmd()
-            .arg("export")
-            .arg(&model)
-            .arg(dir.path().join("m.pt"))
-            .assert(),
-        2,
-        "--format",
-    );
+    one_line(export(&model, &dir.path().join("m.pt")), 2, "--format");
     // A corrupt and a misshapen safetensors as MODEL: the existing OUT is kept as it was.
     let out = dir.path().join("out.onnx");
     std::fs::write(&out, b"the previous export").unwrap();
@@ -1088,19 +1068,11 @@ fn export_and_eval_refuse_bad_inputs_in_one_line_writing_nothing() {
     let mut bytes = misshapen_safetensors();
     bytes.truncate(200);
     std::fs::write(&corrupt, &bytes).unwrap();
-    one_line(
-        cmd().arg("export").arg(&corrupt).arg(&out).assert(),
-        1,
-        "not a safetensors file",
-    );
+    one_line(export(&corrupt, &out), 1, "not a safetensors file");
     let misshapen = dir.path().join("colour.safetensors");
     std::fs::write(&misshapen, misshapen_safetensors()).unwrap();
     let expected = "tensor `conv1.weight` has shape [32, 3, 3, 3]; expected [32, 1, 3, 3]";
-    one_line(
-        cmd().arg("export").arg(&misshapen).arg(&out).assert(),
-        1,
-        expected,
-    );
+    one_line(export(&misshapen, &out), 1, expected);
     one_line(
         cmd()
             .arg("eval")

@@ -179,13 +179,12 @@ mod tests {
     use crate::network::{NUM_CLASSES, Params};
     use tract_onnx::prelude::*;
 
-    /// The committed subset of MNIST's test set: real digits, no network.
-    fn test_images(n: usize) -> (Vec<f32>, Vec<u8>) {
+    /// The committed subset of MNIST's test images (real digits, no network), scaled to [0, 1].
+    fn test_pixels() -> Vec<f32> {
         let split = DataSource::committed_subset()
-            .load(Part::Test, Some(n))
+            .load(Part::Test, None)
             .unwrap();
-        let pixels = split.images.iter().map(|&p| p as f32 / 255.0).collect();
-        (pixels, split.labels)
+        split.images.iter().map(|&p| f32::from(p) / 255.0).collect()
     }
 
     #[test]
@@ -224,8 +223,9 @@ mod tests {
         let seed = decoded.metadata_props.iter().find(|p| p.key == "seed");
         assert_eq!(seed.map(|p| p.value.as_str()), Some("21"));
 
-        let n = 64;
-        let (pixels, _) = test_images(n);
+        // The whole committed test subset.
+        let pixels = test_pixels();
+        let n = pixels.len() / (SIDE * SIDE);
         let runnable = onnx()
             .model_for_read(&mut &bytes[..])
             .unwrap()
