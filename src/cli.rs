@@ -62,9 +62,10 @@ pub enum Command {
     /// Print the network's layers, output shapes and parameter counts, Keras-style.
     Summary,
     /// Serve a page to draw digits on (or drop a photo of one) and watch the model read them,
-    /// and its JSON API: POST /api/predict with an image body, GET /api/model (and
-    /// /api/model.onnx, the model as `export` writes it). Ctrl-C stops
+    /// and its JSON API: POST /api/predict with an image body, GET /api/model. Ctrl-C stops
     /// it (exit status 0).
+    ///
+    /// GET /api/model.onnx gives the served model as `export` writes it to ONNX.
     ///
     /// Uploads are limited to 5 MB and `--upload-timeout`; a picture whose header declares
     /// more than 50 megapixels is answered 413 before decoding; large pictures are prepared in

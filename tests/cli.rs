@@ -1061,6 +1061,15 @@ fn export_and_eval_refuse_bad_inputs_in_one_line_writing_nothing() {
     one_line(export(&model, &nowhere), 1, "no-such-dir");
     // An extension that names no format.
     one_line(export(&model, &dir.path().join("m.pt")), 2, "--format");
+    // The model itself as OUT.
+    let copy = dir.path().join("copy.onnx");
+    std::fs::copy(&model, &copy).unwrap();
+    one_line(export(&copy, &copy), 2, "is the model itself");
+    assert_eq!(
+        std::fs::read(&copy).unwrap(),
+        std::fs::read(&model).unwrap()
+    );
+    std::fs::remove_file(&copy).unwrap();
     // A corrupt and a misshapen safetensors as MODEL: the existing OUT is kept as it was.
     let out = dir.path().join("out.onnx");
     std::fs::write(&out, b"the previous export").unwrap();

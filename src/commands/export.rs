@@ -31,6 +31,14 @@ pub fn run(opts: &ExportOptions, out: &mut dyn Write) -> Result<()> {
             ))
         })?;
     crate::fsutil::check_writable_target(&opts.out)?;
+    // Writing over the model itself would lose it for the price of a typo.
+    let same = |a: &std::path::Path, b: &std::path::Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b);
+    if same(&opts.model, &opts.out) {
+        return Err(Error::Usage(format!(
+            "{} is the model itself; export to another file",
+            opts.out.display()
+        )));
+    }
     let model = formats::load(&opts.model)?;
     let bytes = formats::export(&model, format)?;
     crate::fsutil::write_atomic(&opts.out, &bytes)?;

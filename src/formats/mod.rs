@@ -75,37 +75,41 @@ pub struct TorchTensor {
     pub values: Vec<f32>,
 }
 
-/// The eight tensors in PyTorch's layouts: convolutions as burn has them (`[out, in, kh, kw]`),
-/// dense weights transposed from burn's `[inputs, outputs]` to `nn.Linear`'s `[out, in]`.
-/// burn flattens the pooled `[64, 12, 12]` maps in PyTorch's order (channel, y, x), so
-/// `dense1`'s columns need no reordering.
+/// The eight tensors in PyTorch's layouts ([`torch_layout`]); burn flattens the pooled
+/// `[64, 12, 12]` maps in PyTorch's order (channel, y, x), so `dense1`'s columns need no
+/// reordering.
 pub fn torch_tensors(params: &Params) -> Vec<TorchTensor> {
     params
         .named()
         .into_iter()
-        .map(|(name, shape, values)| match shape[..] {
-            [inputs, outputs] => TorchTensor {
-                name,
-                shape: vec![outputs, inputs],
-                values: transpose(values, inputs, outputs),
+        .map(|(name, shape, values)| TorchTensor {
+            name,
+            values: match shape[..] {
+                [inputs, outputs] => transpose(values, inputs, outputs),
+                _ => values.to_vec(),
             },
-            _ => TorchTensor {
-                name,
-                shape,
-                values: values.to_vec(),
-            },
+            shape: torch_layout(&shape),
         })
         .collect()
+}
+
+/// PyTorch's shape for a tensor of burn's shape `shape`: convolutions and biases as burn has
+/// them (`[out, in, kh, kw]`, `[out]`), dense weights transposed from burn's
+/// `[inputs, outputs]` to `nn.Linear`'s `[out, in]`.
+pub fn torch_layout(shape: &[usize]) -> Vec<usize> {
+    match shape {
+        [inputs, outputs] => vec![*outputs, *inputs],
+        _ => shape.to_vec(),
+    }
 }
 
 /// The shape PyTorch gives tensor `name`, if it is one of the eight.
 pub fn torch_shape(name: &str) -> Option<Vec<usize>> {
     let i = TENSOR_NAMES.iter().position(|n| *n == name)?;
     let layer = &LAYERS[i / 2];
-    Some(match (i % 2, layer.weight) {
-        (1, _) => vec![layer.bias_len()],
-        (_, [inputs, outputs]) => vec![*outputs, *inputs],
-        (_, weight) => weight.to_vec(),
+    Some(match i % 2 {
+        0 => torch_layout(layer.weight),
+        _ => vec![layer.bias_len()],
     })
 }
 
