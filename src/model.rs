@@ -339,7 +339,7 @@ pub(crate) fn f32_tensor(
     param_id: Option<u64>,
     values: &[f32],
 ) -> burn_pack::Tensor {
-    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let bytes = le_bytes(values);
     burn_pack::Tensor::new(
         name,
         DType::F32,
@@ -347,6 +347,11 @@ pub(crate) fn f32_tensor(
         param_id,
         Bytes::from_bytes_vec(bytes),
     )
+}
+
+/// f32 values as little-endian bytes: how burnpack, safetensors and ONNX all store them.
+pub(crate) fn le_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 /// Little-endian f32 values, exactly `len` of them.

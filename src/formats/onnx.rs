@@ -16,7 +16,7 @@ use super::onnx_proto::{
     type_proto,
 };
 use super::torch_tensors;
-use crate::model::ModelFile;
+use crate::model::{ModelFile, le_bytes};
 use crate::network::{KERNEL, NUM_CLASSES, POOL, SIDE};
 
 /// The operator set the graph is written against (all its operators exist unchanged there).
@@ -37,7 +37,7 @@ pub fn to_bytes(model: &ModelFile) -> Vec<u8> {
             dims: t.shape.iter().map(|&d| d as i64).collect(),
             data_type: FLOAT,
             name: t.name.to_string(),
-            raw_data: t.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            raw_data: le_bytes(&t.values),
         })
         .collect();
     let kernel = ints("kernel_shape", &[KERNEL, KERNEL]);

@@ -8,6 +8,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use super::{TorchTensor, from_torch, torch_shape, torch_tensors};
 use crate::error::{Error, Result};
+use crate::model::{f32s, le_bytes};
 use crate::network::{Params, TENSOR_NAMES};
 
 /// Whether `bytes` start as a safetensors file does: an 8-byte header length, then a JSON
@@ -70,28 +71,18 @@ pub fn read(bytes: &[u8]) -> std::result::Result<Params, String> {
                 view.dtype()
             ));
         }
-        Ok(view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect())
+        Ok(f32s(view.data(), expected.iter().product()).expect("the shape checked above"))
     };
     // Every name checked in order, so the first problem is the one reported.
-    let mut values = Vec::with_capacity(TENSOR_NAMES.len());
-    for name in TENSOR_NAMES {
-        values.push((name, tensor(name)?));
-    }
+    let mut values = TENSOR_NAMES
+        .iter()
+        .map(|name| tensor(name))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
     Ok(from_torch(|name| {
-        values
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.clone())
+        let i = TENSOR_NAMES.iter().position(|n| *n == name)?;
+        Some(std::mem::take(&mut values[i]))
     })
     .expect("every tensor checked above"))
-}
-
-fn le_bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 #[cfg(test)]
