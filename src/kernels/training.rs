@@ -244,6 +244,7 @@ fn conv_backward_group(
 ) {
     // conv1's output gradient, written in full for each image by conv2's backward pass.
     let mut dz1 = reuse(S1 * S1 * C1);
+    let mut live = LiveCells::new();
     let per_image = grad
         .chunks(FEATURES)
         .zip(features.chunks(FEATURES))
@@ -259,8 +260,16 @@ fn conv_backward_group(
             winner,
             scale,
         };
-        conv2_backward(a1, pooled, w2, &mut grads.w2, &mut grads.b2, &mut dz1);
-        conv1_backward(img, a1, &mut dz1, &mut grads.w1, &mut grads.b1);
+        conv2_backward(
+            a1,
+            pooled,
+            w2,
+            &mut grads.w2,
+            &mut grads.b2,
+            &mut dz1,
+            &mut live,
+        );
+        conv1_backward(img, a1, &dz1, &mut grads.w1, &mut grads.b1);
     }
     spare(dz1);
 }
@@ -284,54 +293,31 @@ simd_fn! {
         dw2: &mut [f32],
         db2: &mut [f32],
         dz1: &mut [f32],
+        live: &mut LiveCells,
     ) {
         dz1.fill(0.0);
         // A window's three rows of (kx, channel): 96 contiguous values each, a map row apart.
         let run = 3 * C1;
+        live.list(pooled, db2);
         // A band of pooled rows at a time, every channel walking it: the band's windows
         // (6 map rows: 20 KB of `a1` and 20 KB of `dz1`) stay in L1 while 64 channels
         // read and add into them, rather than each channel streaming both whole maps.
-        for band in (0..SP).step_by(BAND) {
+        for band in 0..BANDS {
             let rows = dw2.chunks_mut(K2).zip(w2.chunks(K2));
-            for (c, ((dw, w), db)) in rows.zip(db2.iter_mut()).enumerate() {
-                let first = c * SP * SP + band * SP;
-                let grad = &pooled.grad[first..][..BAND * SP];
-                let features = &pooled.features[first..][..BAND * SP];
-                let winner = &pooled.winner[first..];
-                // The cells that pass a gradient, listed without branching: which ones
-                // do is close to a coin toss, and mispredicted branches cost more.
-                let mut live = [0u8; BAND * SP];
-                let mut count = 0;
-                for (cell, &f) in features.iter().enumerate() {
-                    live[count] = cell as u8;
-                    count += usize::from(f > 0.0);
+            for (c, (dw, w)) in rows.enumerate() {
+                let cells = live.cells(band, c);
+                // The channel's weight gradient stays in registers while its cells are
+                // walked, so a cell costs loads of its window and no stores: all of it in 18
+                // of AVX-512's 32 registers, a window row (12 of AVX2's 16) at a time
+                // otherwise. Each value's sum runs in cell order either way.
+                if S::F32_LANES >= 16 {
+                    weight_gradient::<K2>(a1, cells, dw);
+                } else {
+                    weight_gradient::<{ 3 * C1 }>(a1, cells, dw);
                 }
-                // Each live cell's gradient and where its window starts in the maps.
-                let mut cells = [(0f32, 0usize); BAND * SP];
-                for (slot, &cell) in cells.iter_mut().zip(&live[..count]) {
-                    let cell = usize::from(cell);
-                    let (g, won) = (grad[cell] * pooled.scale, winner[cell]);
-                    *db += g;
-                    let y = 2 * (band + cell / SP) + usize::from(won / 2);
-                    let x = 2 * (cell % SP) + usize::from(won % 2);
-                    *slot = (g, (y * S1 + x) * C1);
-                }
-                let cells = &cells[..count];
-                // The channel's weight gradient stays in registers (18 of AVX-512's 32)
-                // while its cells are walked, so a cell costs loads of its window and no
-                // stores; then its weights stay there while they are added into windows.
-                let mut acc: [f32; K2] = *array(dw, 0);
-                for &(g, at) in cells {
-                    for (ky, acc) in acc.chunks_exact_mut(run).enumerate() {
-                        let window = &a1[at + ky * S1 * C1..][..run];
-                        for (a, v) in acc.iter_mut().zip(window) {
-                            *a = g.mul_add(*v, *a);
-                        }
-                    }
-                }
-                dw.copy_from_slice(&acc);
                 let w: [f32; K2] = *array(w, 0);
                 for &(g, at) in cells {
+                    let at = at as usize;
                     for (ky, w) in w.chunks_exact(run).enumerate() {
                         axpy(g, w, &mut dz1[at + ky * S1 * C1..][..run]);
                     }
@@ -341,24 +327,127 @@ simd_fn! {
     }
 }
 
+/// Bands of [`BAND`] pooled rows in an image.
+const BANDS: usize = SP / BAND;
+
+/// One image's live cells (those that pass a gradient to conv2) by band and channel: each
+/// cell's gradient and where its 3x3 window starts in conv1's channels-last maps.
+struct LiveCells {
+    /// [band][channel][up to BAND × 12 cells], each list from its start.
+    cells: [[[(f32, u32); BAND * SP]; C2]; BANDS],
+    count: [[u8; C2]; BANDS],
+}
+
+impl LiveCells {
+    /// Lists them in one pass over the pooled values in their stored order (channel, row):
+    /// read band by band for every channel, as the walk goes, the three arrays are read 576
+    /// bytes apart and the loads wait on memory. Adds each channel's cell gradients, in band
+    /// order, into conv2's bias gradient `db2`.
+    #[inline(always)]
+    fn list(&mut self, pooled: Pooled<'_>, db2: &mut [f32]) {
+        let live = self;
+        for (c, db) in db2.iter_mut().enumerate() {
+            // The bias gradient's running sum in a register: added into memory per cell,
+            // each add waited on the last one's store.
+            let mut bias = *db;
+            for band in 0..BANDS {
+                let first = c * SP * SP + band * BAND * SP;
+                let grad = &pooled.grad[first..][..BAND * SP];
+                let features = &pooled.features[first..][..BAND * SP];
+                let winner = &pooled.winner[first..][..BAND * SP];
+                // The cells that pass a gradient, listed without branching: which ones do is
+                // close to a coin toss, and mispredicted branches cost more.
+                let mut which = [0u8; BAND * SP];
+                let mut count = 0;
+                for (cell, &f) in features.iter().enumerate() {
+                    which[count] = cell as u8;
+                    count += usize::from(f > 0.0);
+                }
+                let slots = &mut live.cells[band][c];
+                for (slot, &cell) in slots.iter_mut().zip(&which[..count]) {
+                    let cell = usize::from(cell);
+                    let (g, won) = (grad[cell] * pooled.scale, winner[cell]);
+                    bias += g;
+                    let y = 2 * (band * BAND + cell / SP) + usize::from(won / 2);
+                    let x = 2 * (cell % SP) + usize::from(won % 2);
+                    *slot = (g, ((y * S1 + x) * C1) as u32);
+                }
+                live.count[band][c] = count as u8;
+            }
+            *db = bias;
+        }
+    }
+
+    /// Space for an image's lists, reused from image to image: only listed cells are read.
+    fn new() -> Box<LiveCells> {
+        Box::new(LiveCells {
+            cells: [[[(0.0, 0); BAND * SP]; C2]; BANDS],
+            count: [[0; C2]; BANDS],
+        })
+    }
+
+    fn cells(&self, band: usize, c: usize) -> &[(f32, u32)] {
+        &self.cells[band][c][..usize::from(self.count[band][c])]
+    }
+}
+
+/// Adds each cell's 3x3x32 window of `a1`, times its gradient, into conv2's weight gradient
+/// `dw` (one channel's row, [(ky, kx, in)]), `W` values at a time (whole window rows), with
+/// those `W` sums in registers over all the cells.
+#[inline(always)]
+fn weight_gradient<const W: usize>(a1: &[f32], cells: &[(f32, u32)], dw: &mut [f32]) {
+    let run = 3 * C1;
+    for (part, dw) in dw.chunks_exact_mut(W).enumerate() {
+        let mut acc: [f32; W] = *array(dw, 0);
+        for &(g, at) in cells {
+            let at = at as usize;
+            for (r, acc) in acc.chunks_exact_mut(run).enumerate() {
+                let ky = part * W / run + r;
+                let window = &a1[at + ky * S1 * C1..][..run];
+                for (a, v) in acc.iter_mut().zip(window) {
+                    *a = g.mul_add(*v, *a);
+                }
+            }
+        }
+        dw.copy_from_slice(&acc);
+    }
+}
+
 simd_fn! {
-    /// ReLU and conv1 backwards for one image: masks conv1's output gradient `dz1` (channels-
-    /// last) where the ReLU stopped it, then adds conv1's weight (GEMM layout [9 × 32]) and
-    /// bias gradients into `dw1` and `db1`. The images need no gradient. The reference:
+    /// ReLU and conv1 backwards for one image: adds conv1's weight (GEMM layout [9 × 32]) and
+    /// bias gradients into `dw1` and `db1`, from conv1's output gradient `dz1` (channels-last)
+    /// where the ReLU passed it. The images need no gradient. The reference:
     /// `reference::{relu_backward, conv_backward}`.
-    fn conv1_backward(img: &[f32], a1: &[f32], dz1: &mut [f32], dw1: &mut [f32], db1: &mut [f32]) {
-        // Both gradients stay in registers over the image's pixels.
-        let mut w_acc: [[f32; C1]; TAPS] = std::array::from_fn(|k| *array(dw1, k * C1));
-        let mut b_acc: [f32; C1] = *array(db1, 0);
-        for (y, (dz1, a1)) in dz1
-            .chunks_exact_mut(S1 * C1)
-            .zip(a1.chunks_exact(S1 * C1))
-            .enumerate()
-        {
+    fn conv1_backward(img: &[f32], a1: &[f32], dz1: &[f32], dw1: &mut [f32], db1: &mut [f32]) {
+        // Both gradients stay in registers over the image's pixels: every channel in 18 of
+        // AVX-512's 32, eight channels a pass (9 of AVX2's 16) otherwise; each value's sum
+        // runs in pixel order either way.
+        if S::F32_LANES >= 16 {
+            conv1_gradients::<C1>(img, a1, dz1, dw1, db1);
+        } else {
+            conv1_gradients::<8>(img, a1, dz1, dw1, db1);
+        }
+    }
+}
+
+/// [`conv1_backward`] for channels `W` at a time.
+#[inline(always)]
+fn conv1_gradients<const W: usize>(
+    img: &[f32],
+    a1: &[f32],
+    dz1: &[f32],
+    dw1: &mut [f32],
+    db1: &mut [f32],
+) {
+    for first in (0..C1).step_by(W) {
+        let mut w_acc: [[f32; W]; TAPS] = std::array::from_fn(|k| *array(dw1, k * C1 + first));
+        let mut b_acc: [f32; W] = *array(db1, first);
+        for y in 0..S1 {
             let rows = &img[y * SIDE..][..3 * SIDE];
-            for (x, (d, a)) in dz1.chunks_exact_mut(C1).zip(a1.chunks_exact(C1)).enumerate() {
-                let mut d: [f32; C1] = *array(d, 0);
-                for (d, &a) in d.iter_mut().zip(a) {
+            for x in 0..S1 {
+                let at = (y * S1 + x) * C1 + first;
+                let mut d: [f32; W] = *array(dz1, at);
+                for (d, &a) in d.iter_mut().zip(array::<W>(a1, at)) {
                     if a <= 0.0 {
                         *d = 0.0;
                     }
@@ -375,9 +464,9 @@ simd_fn! {
             }
         }
         for (k, dw) in w_acc.iter().enumerate() {
-            dw1[k * C1..][..C1].copy_from_slice(dw);
+            dw1[k * C1 + first..][..W].copy_from_slice(dw);
         }
-        db1.copy_from_slice(&b_acc);
+        db1[first..][..W].copy_from_slice(&b_acc);
     }
 }
 
@@ -572,6 +661,7 @@ mod tests {
         let (mut dw2, mut db2) = (vec![0.0; K2 * C2], vec![0.0; C2]);
         // Whatever the buffer held is overwritten: NaN here, as a reused buffer in debug builds.
         let mut dz1 = vec![f32::NAN; a1.len()];
+        let mut live = LiveCells::new();
         for (k, dz1) in dz1.chunks_mut(S1 * S1 * C1).enumerate() {
             let image = k * FEATURES..(k + 1) * FEATURES;
             let pooled = Pooled {
@@ -581,7 +671,7 @@ mod tests {
                 scale,
             };
             let a1 = &a1[k * S1 * S1 * C1..][..S1 * S1 * C1];
-            conv2_backward(a1, pooled, &w2, &mut dw2, &mut db2, dz1);
+            conv2_backward(a1, pooled, &w2, &mut dw2, &mut db2, dz1, &mut live);
         }
         let dw2 = relayout(&dw2, C1, C2, Rows, Burn);
         assert_close(&dw2, &want.dweight, 1e-5, "conv2 weight");
@@ -604,12 +694,12 @@ mod tests {
         let want = reference::conv_backward(&case.pixels, input, &case.w.conv1.weight, &dz1, false);
 
         let a1 = channels_last(&act.a1, case.conv1_maps());
-        let mut d = channels_last(&da1, case.conv1_maps());
+        let d = channels_last(&da1, case.conv1_maps());
         let (mut dw1, mut db1) = (vec![0.0; TAPS * C1], vec![0.0; C1]);
         let map = S1 * S1 * C1;
         for k in 0..case.n() {
             let img = &case.pixels[k * PIXELS..][..PIXELS];
-            let d = &mut d[k * map..][..map];
+            let d = &d[k * map..][..map];
             conv1_backward(img, &a1[k * map..][..map], d, &mut dw1, &mut db1);
         }
         assert_close(
@@ -658,6 +748,36 @@ mod tests {
         for ((name, _, g), (_, _, w)) in got.named().into_iter().zip(want.named()) {
             assert_close(g, w, 2e-4, name);
         }
+    }
+
+    /// The register blockings the instruction sets choose between (all at once with AVX-512,
+    /// a slice at a time otherwise) give the same bytes, whichever this processor runs.
+    #[test]
+    fn every_register_blocking_gives_the_same_gradients() {
+        let a1 = random(S1 * S1 * C1, (-0.5, 1.0), 12);
+        let cells: Vec<(f32, u32)> = [(0.7, 0), (-1.3, 5 * C1), (0.2, (9 * S1 + 3) * C1)]
+            .into_iter()
+            .map(|(g, at)| (g, at as u32))
+            .collect();
+        let start = random(K2, (-1.0, 1.0), 13);
+        let (mut whole, mut rows) = (start.clone(), start);
+        weight_gradient::<K2>(&a1, &cells, &mut whole);
+        weight_gradient::<{ 3 * C1 }>(&a1, &cells, &mut rows);
+        assert_eq!(whole, rows);
+        assert_ne!(whole, random(K2, (-1.0, 1.0), 13));
+
+        let img = random(PIXELS, (0.0, 1.0), 14);
+        let dz1 = random(S1 * S1 * C1, (-1.0, 1.0), 15);
+        let grads = |width: usize| {
+            let (mut dw1, mut db1) = (vec![0.5; TAPS * C1], vec![0.25; C1]);
+            match width {
+                C1 => conv1_gradients::<C1>(&img, &a1, &dz1, &mut dw1, &mut db1),
+                _ => conv1_gradients::<8>(&img, &a1, &dz1, &mut dw1, &mut db1),
+            }
+            (dw1, db1)
+        };
+        assert_eq!(grads(C1), grads(8));
+        assert_ne!(grads(8).0, vec![0.5; TAPS * C1]);
     }
 
     #[test]
