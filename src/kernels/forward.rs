@@ -9,7 +9,7 @@
 use rayon::prelude::*;
 
 use super::ConvLayout::{Burn, Gemm};
-use super::{Buffer, C1, FEATURES, GROUP, S1, dense, features, relayout, reuse, spare, winograd};
+use super::{Buffer, C1, FEATURES, GROUP, dense, features, relayout, reuse, spare, winograd};
 use crate::network::{DROPOUT_HIDDEN, DROPOUT_POOLED, HIDDEN, PIXELS, Params};
 use crate::rng::splitmix64;
 
@@ -122,16 +122,13 @@ pub(super) struct Pass {
     pub trace: Option<Trace>,
 }
 
-/// The convolutions' intermediate values, kept for the backward pass.
+/// What the backward pass needs of the convolutions besides the features. Not conv1's maps:
+/// the backward pass computes them again, a group at a time, rather than read 86 KB an image
+/// back from memory.
 pub(super) struct Trace {
-    /// conv1's activations, channels-last [n × 26 × 26 × 32].
-    pub a1: Buffer,
     /// Which of its window's four values each pooled feature came from.
     pub winner: Vec<u8>,
 }
-
-/// One conv1 output map, channels-last.
-const MAP1: usize = S1 * S1 * C1;
 
 impl<'a> Net<'a> {
     pub fn new(params: &'a Params) -> Net<'a> {
@@ -153,34 +150,32 @@ impl<'a> Net<'a> {
     pub(super) fn run(&self, pixels: &[f32], dropout: Dropout, trace: bool) -> Pass {
         let n = pixels.len() / PIXELS;
         let p = self.params;
-        // Every value of this (and of the trace's maps) is written below.
+        // Every value of this is written below.
         let mut pooled = reuse(n * FEATURES);
         // Convolutions and the first dropout, for the group-th group of images.
-        let conv = |group: usize, images: &[f32], out: &mut [f32], a1, winner| {
+        let conv = |group: usize, images: &[f32], out: &mut [f32], winner| {
             let conv1 = (self.w1.as_slice(), p.conv1.bias.as_slice());
             let conv2 = (self.u2.as_slice(), p.conv2.bias.as_slice());
-            features(images, conv1, conv2, a1, out, winner);
+            features(images, conv1, conv2, out, winner);
             dropout.apply(Layer::Pooled, group * GROUP * FEATURES, out);
         };
         let images = pixels.par_chunks(GROUP * PIXELS);
         let outputs = pooled.par_chunks_mut(GROUP * FEATURES);
         let trace = if trace {
-            let mut a1 = reuse(n * MAP1);
             let mut winner = vec![0u8; n * FEATURES];
             images
                 .zip(outputs)
-                .zip(a1.par_chunks_mut(GROUP * MAP1))
                 .zip(winner.par_chunks_mut(GROUP * FEATURES))
                 .enumerate()
-                .for_each(|(group, (((images, out), a1), winner))| {
-                    conv(group, images, out, Some(a1), Some(winner))
+                .for_each(|(group, ((images, out), winner))| {
+                    conv(group, images, out, Some(winner))
                 });
-            Some(Trace { a1, winner })
+            Some(Trace { winner })
         } else {
             images
                 .zip(outputs)
                 .enumerate()
-                .for_each(|(group, (images, out))| conv(group, images, out, None, None));
+                .for_each(|(group, (images, out))| conv(group, images, out, None));
             None
         };
         // Dense + ReLU, dropout, dense.

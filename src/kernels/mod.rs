@@ -289,24 +289,20 @@ fn spare(v: Buffer) {
 }
 
 /// The convolutional half of the forward pass for a group of images, shared by evaluation
-/// and training: conv1 + ReLU into channels-last maps [(image, y, x) × 32] (into `a1` when
-/// given, to keep for the backward pass), then conv2, max-pool, bias and ReLU into `pooled`
-/// (see [`winograd::conv2_pool`], which also explains `winner`). `w1` is in the GEMM layout,
-/// `u2` conv2's transformed filters.
+/// and training: conv1 + ReLU into channels-last maps [(image, y, x) × 32], kept only while
+/// conv2 reads them, then conv2, max-pool, bias and ReLU into `pooled` (see
+/// [`winograd::conv2_pool`], which also explains `winner`). `w1` is in the GEMM layout, `u2`
+/// conv2's transformed filters.
 fn features(
     images: &[f32],
     (w1, b1): (&[f32], &[f32]),
     (u2, b2): (&[f32], &[f32]),
-    a1: Option<&mut [f32]>,
     pooled: &mut [f32],
     mut winner: Option<&mut [u8]>,
 ) {
     let maps = images.len() / PIXELS * S1 * S1 * C1;
-    // Without a trace to keep, conv1's maps live in scratch space only while conv2 reads them.
-    let own_maps = if a1.is_some() { 0 } else { maps };
-    let mut space = reuse(own_maps + winograd::SCRATCH);
-    let (own, scratch) = space.split_at_mut(own_maps);
-    let a1 = a1.unwrap_or(own);
+    let mut space = reuse(maps + winograd::SCRATCH);
+    let (a1, scratch) = space.split_at_mut(maps);
     conv1(images, w1, b1, a1);
     for (i, (a1, pooled)) in a1
         .chunks(S1 * S1 * C1)

@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use super::ConvLayout::{Burn, Gemm, Rows};
 use super::forward::{Dropout, Layer, Net, Pass, Trace};
 use super::{
-    Buffer, C1, C2, FEATURES, GROUP, K2, S1, SP, Stored, TAPS, array, axpy, matmul_stored,
+    Buffer, C1, C2, FEATURES, GROUP, K2, S1, SP, Stored, TAPS, array, axpy, conv1, matmul_stored,
     relayout, reuse, spare,
 };
 use crate::metrics;
@@ -45,9 +45,6 @@ pub fn step(w: &Params, pixels: &[f32], labels: &[u8], dropout: Dropout) -> Step
     let conv = conv_backward(w, pixels, (&pass, trace), &dense.features, dropout);
     spare(dense.features);
     spare(pass.features);
-    if let Some(trace) = pass.trace {
-        spare(trace.a1);
-    }
     Step {
         loss,
         correct,
@@ -167,18 +164,22 @@ fn conv_backward(
     dfeatures: &[f32],
     dropout: Dropout,
 ) -> ConvGrads {
+    let w1 = relayout(&w.conv1.weight, 1, C1, Burn, Gemm);
     let w2 = relayout(&w.conv2.weight, C1, C2, Burn, Rows);
     let scale = dropout.scale(Layer::Pooled);
     let partials: Vec<ConvGrads> = pixels
         .par_chunks(GROUP * PIXELS)
-        .zip(trace.a1.par_chunks(GROUP * S1 * S1 * C1))
         .zip(dfeatures.par_chunks(GROUP * FEATURES))
         .zip(forward.features.par_chunks(GROUP * FEATURES))
         .zip(trace.winner.par_chunks(GROUP * FEATURES))
-        .map(|((((images, a1), grad), features), winner)| {
+        .map(|(((images, grad), features), winner)| {
             let mut grads = ConvGrads::zero();
+            // conv1's maps again, as the forward pass computed them (the same bytes).
+            let mut a1 = reuse(images.len() / PIXELS * S1 * S1 * C1);
+            conv1(images, &w1, &w.conv1.bias, &mut a1);
             let pooled = (grad, features, winner, scale);
-            conv_backward_group(images, a1, pooled, &w2, &mut grads);
+            conv_backward_group(images, &a1, pooled, &w2, &mut grads);
+            spare(a1);
             grads
         })
         .collect();
