@@ -3,7 +3,8 @@ one sitting.
 
     MNIST_DATA_DIR=~/mnist python3 bench/compare.py
 
-Runs `cargo bench --bench train_step` and, where importable by BENCH_PYTHON (default: this
+Runs `cargo bench --bench train_step` (with our opt-in bf16 evaluation as a row of its own
+where the processor has AVX512_BF16) and, where importable by BENCH_PYTHON (default: this
 Python), bench/keras_mnist_cnn.py, bench/torch_mnist_cnn.py (f32, and with --bf16: autocast
 to bfloat16 and channels-last, its fastest CPU setting where the processor has bf16) and, as
 evaluation-only peers,
@@ -102,8 +103,15 @@ def main():
     for _ in range(rounds):
         for name, run in systems:
             result = run()
-            if result is not None:
-                runs.setdefault(name, []).append(result)
+            if result is None:
+                continue
+            runs.setdefault(name, []).append(result)
+            # Our opt-in bf16 evaluation, where the processor has it, as a row of its own.
+            if name == "mnist-cnn" and result.get("bf16_eval_images_per_s") is not None:
+                runs.setdefault("mnist-cnn-bf16", []).append(
+                    {"system": result["system"].replace("--backend cpu", "--backend cpu-bf16, eval only"),
+                     "ms_per_step": None, "seconds_per_epoch": None, "peak_rss_mib": None,
+                     "eval_images_per_s": result["bf16_eval_images_per_s"]})
     medians = {name: {k: median(r[k] for r in rs) for k in KEYS} | {"system": rs[0]["system"]}
                for name, rs in runs.items()}
     print(f"{processor()}\nMedians of {rounds} round(s), BENCH_STEPS={os.environ.get('BENCH_STEPS', '20')}, "
@@ -119,7 +127,7 @@ def main():
         print(f"- {name}: {rounds_text}")
     me = medians.get("mnist-cnn")
     for name, m in medians.items():
-        if name == "mnist-cnn" or me is None:
+        if name in ("mnist-cnn", "mnist-cnn-bf16") or me is None:
             continue
         eval_ratio = f"eval rate x{me['eval_images_per_s'] / m['eval_images_per_s']:.2f}"
         if m["ms_per_step"] is None:
@@ -127,6 +135,10 @@ def main():
             continue
         print(f"\nmnist-cnn over {m['system']}: step time x{me['ms_per_step'] / m['ms_per_step']:.2f}, "
               f"epoch time x{me['seconds_per_epoch'] / m['seconds_per_epoch']:.2f}, {eval_ratio}")
+    bf16, openvino = medians.get("mnist-cnn-bf16"), medians.get("openvino")
+    if bf16 and openvino:
+        print(f"\n{bf16['system']} over {openvino['system']}: "
+              f"eval rate x{bf16['eval_images_per_s'] / openvino['eval_images_per_s']:.2f}")
     missing = {"keras", "torch", "onnxruntime", "openvino"} - medians.keys()
     if missing:
         print(f"\nnot measured (not installed for {PYTHON}): {', '.join(sorted(missing))}")

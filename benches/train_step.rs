@@ -74,10 +74,24 @@ fn main() {
         evaluate(trainer.as_ref() as &dyn Forward, &test);
         eval_rate.push(test.len() as f64 / t.elapsed().as_secs_f64());
     }
+    // Read before the bf16 evaluation below, whose copy of the state is not the f32 path's.
+    let rss = peak_rss_mib();
+    // The opt-in bf16 evaluation of the same parameters, where the processor has it.
+    let bf16 = (backend == Backend::Cpu)
+        .then(|| trainer.state().ok())
+        .flatten()
+        .and_then(|state| engine::forward(Backend::CpuBf16, state.params).ok());
+    let bf16_rate = bf16.map(|forward| {
+        let rates = (0..3).map(|_| {
+            let t = Instant::now();
+            evaluate(forward.as_ref(), &test);
+            test.len() as f64 / t.elapsed().as_secs_f64()
+        });
+        median(rates.collect())
+    });
     let ms = median(step_ms);
     let rate = median(eval_rate);
     let epoch = ms / 1e3 * (60000f64 / batch as f64).ceil() + 10000.0 / rate;
-    let rss = peak_rss_mib();
     if std::env::var("BENCH_FORMAT").as_deref() == Ok("json") {
         // One line for bench/compare.py, in the peers' keys.
         println!(
@@ -87,6 +101,7 @@ fn main() {
                 "ms_per_step": ms,
                 "seconds_per_epoch": epoch,
                 "eval_images_per_s": rate,
+                "bf16_eval_images_per_s": bf16_rate,
                 "peak_rss_mib": rss,
             })
         );
@@ -100,6 +115,10 @@ fn main() {
         "| eval images/s (median of 3 passes over {}) | {rate:.0} |",
         test.len()
     );
+    match bf16_rate {
+        Some(rate) => println!("| eval images/s, `--backend cpu-bf16` (median of 3) | {rate:.0} |"),
+        None => println!("| eval images/s, `--backend cpu-bf16` | n/a (no AVX512_BF16) |"),
+    }
     match rss {
         Some(mib) => println!("| peak RSS (MiB) | {mib:.0} |"),
         None => println!("| peak RSS | n/a |"),

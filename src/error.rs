@@ -52,6 +52,13 @@ pub enum Error {
     )]
     NoGpu,
 
+    /// `--backend cpu-bf16` on a processor without AVX512_BF16.
+    #[error(
+        "--backend cpu-bf16: this processor has no AVX512_BF16 instructions (bf16 dot products); \
+         use --backend cpu"
+    )]
+    NoBf16,
+
     /// burn's optimizer state could not be read from or handed to burn's engine.
     #[error("burn's optimizer state: {0}")]
     OptimizerState(String),

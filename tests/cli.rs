@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 
 use assert_cmd::Command;
-use common::{cmd, copy_subset, subset_dir, test_lines};
+use common::{cmd, copy_subset, subset_dir, test_lines, trained_model};
 use predicates::prelude::*;
 
 /// `mnist-cnn eval MODEL ARGS… --data-dir SUBSET`, which must succeed; its stdout.
@@ -194,6 +194,44 @@ fn flex_backend_trains_and_its_model_evaluates_the_same_on_our_kernels() {
             "{backend}: {eval_loss} vs {loss}"
         );
     }
+}
+
+/// `--backend cpu-bf16`: close to `cpu`'s figures but not its bytes where the processor has
+/// AVX512_BF16, one clear line where it has not, and never a trainer.
+#[test]
+fn bf16_backend_evaluates_close_to_f32_and_does_not_train() {
+    let mut train = cmd();
+    train.args(["train", "--backend", "cpu-bf16", "--data-dir"]);
+    fails_with_one_line(train.arg(subset_dir()), 2, "only evaluates");
+    let model = trained_model();
+    let (loss, accuracy) = test_lines(&eval_on_subset(&model, &[]));
+    let out = cmd()
+        .arg("eval")
+        .arg(&model)
+        .args(["--backend", "cpu-bf16", "--data-dir"])
+        .arg(subset_dir())
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("no AVX512_BF16"), "{stderr}");
+        eprintln!("skipped the bf16 figures: this processor has no AVX512_BF16");
+        return;
+    }
+    let (bf16_loss, bf16_accuracy) = test_lines(&String::from_utf8(out.stdout).unwrap());
+    assert!(
+        (bf16_accuracy - accuracy).abs() <= 0.01,
+        "{bf16_accuracy} vs {accuracy}"
+    );
+    assert!(
+        (bf16_loss - loss).abs() <= 0.02 * loss,
+        "{bf16_loss} vs {loss}"
+    );
+    assert_ne!(
+        bf16_loss, loss,
+        "the bf16 path gave f32's bytes: did it run?"
+    );
 }
 
 /// `3000/3000 [==============================] - 12s - loss: 1.2345 - acc: 0.5678 - val_loss: 0.7000 - val_acc: 0.7500`

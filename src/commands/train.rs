@@ -53,6 +53,7 @@ pub fn run(opts: &TrainOptions, out: &mut dyn Write) -> Result<()> {
     if let Some(plot) = &files.plot {
         fsutil::check_writable_target(plot)?;
     }
+    opts.backend.trains()?;
     opts.backend.device()?;
     let ckpt = match &opts.resume {
         Some(path) => Some((path.as_path(), Checkpoint::load(path)?)),

@@ -59,3 +59,24 @@ impl Forward for CpuForward {
         Net::new(&self.0).logits(pixels)
     }
 }
+
+/// Trained parameters, evaluated through our kernels with conv2's products in bfloat16.
+pub struct CpuBf16Forward(Params);
+
+impl CpuBf16Forward {
+    /// `None` where this processor lacks AVX512_BF16.
+    pub fn new(params: Params) -> Option<CpuBf16Forward> {
+        Net::bf16(&params)?;
+        Some(CpuBf16Forward(params))
+    }
+}
+
+impl Forward for CpuBf16Forward {
+    fn logits(&self, pixels: &[f32]) -> Vec<f32> {
+        match Net::bf16(&self.0) {
+            Some(net) => net.logits(pixels),
+            // `new` made sure of the instructions; they do not go away.
+            None => unreachable!("AVX512_BF16 was found when this engine was made"),
+        }
+    }
+}

@@ -24,6 +24,9 @@ use crate::network::Params;
 pub enum Backend {
     /// Our own CPU kernels.
     Cpu,
+    /// Our own CPU kernels with conv2's products in bfloat16: evaluation only, on processors
+    /// with AVX512_BF16.
+    CpuBf16,
     /// burn's `flex` CPU backend, through burn's autodiff.
     Flex,
     /// A GPU through burn's wgpu backend (a build with `--features wgpu`).
@@ -35,8 +38,20 @@ impl Backend {
     pub fn name(self) -> &'static str {
         match self {
             Backend::Cpu => "cpu",
+            Backend::CpuBf16 => "cpu-bf16",
             Backend::Flex => "flex",
             Backend::Wgpu => "wgpu",
+        }
+    }
+
+    /// Whether this backend can train: all but `cpu-bf16`, which only evaluates.
+    pub fn trains(self) -> Result<()> {
+        match self {
+            Backend::CpuBf16 => Err(Error::Usage(
+                "--backend cpu-bf16 only evaluates (eval, predict, serve); train with --backend cpu"
+                    .into(),
+            )),
+            Backend::Cpu | Backend::Flex | Backend::Wgpu => Ok(()),
         }
     }
 
@@ -44,7 +59,7 @@ impl Backend {
     /// machine cannot provide it. Our kernels need none, but read model files through flex.
     pub fn device(self) -> Result<Device> {
         match self {
-            Backend::Cpu | Backend::Flex => Ok(Device::flex()),
+            Backend::Cpu | Backend::CpuBf16 | Backend::Flex => Ok(Device::flex()),
             Backend::Wgpu => wgpu_device(),
         }
     }
@@ -82,6 +97,7 @@ pub trait Trainer: Forward {
 pub fn trainer(backend: Backend, state: TrainerState) -> Result<Box<dyn Trainer>> {
     Ok(match backend {
         Backend::Cpu => Box::new(cpu::CpuTrainer::new(state)),
+        Backend::CpuBf16 => return Err(backend.trains().unwrap_err()),
         Backend::Flex | Backend::Wgpu => Box::new(autodiff::BurnTrainer::new(backend, state)?),
     })
 }
@@ -90,6 +106,7 @@ pub fn trainer(backend: Backend, state: TrainerState) -> Result<Box<dyn Trainer>
 pub fn forward(backend: Backend, params: Params) -> Result<Box<dyn Forward>> {
     Ok(match backend {
         Backend::Cpu => Box::new(cpu::CpuForward(params)),
+        Backend::CpuBf16 => Box::new(cpu::CpuBf16Forward::new(params).ok_or(Error::NoBf16)?),
         Backend::Flex | Backend::Wgpu => Box::new(autodiff::BurnForward::new(backend, &params)?),
     })
 }

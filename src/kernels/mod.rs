@@ -296,7 +296,7 @@ fn spare(v: Buffer) {
 fn features(
     images: &[f32],
     (w1, b1): (&[f32], &[f32]),
-    (u2, b2): (&[f32], &[f32]),
+    (u2, b2): (&winograd::Filters, &[f32]),
     pooled: &mut [f32],
     mut winner: Option<&mut [u8]>,
 ) {

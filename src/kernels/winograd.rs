@@ -70,22 +70,63 @@ pub(super) fn filters(w2: &[f32]) -> Buffer {
     u
 }
 
+/// conv2's transformed filters, in the precision the products run in.
+pub(super) enum Filters {
+    /// f32, as [`filters`] makes them.
+    F32(Buffer),
+    /// bfloat16 (rounded to nearest from the f32 ones), two input channels to a 32-bit word,
+    /// the even one in the low half: [point][input channel pair][output channel]. Only made
+    /// where the processor has AVX512_BF16 (see [`Filters::bf16`]).
+    Bf16(Vec<u32>),
+}
+
+impl Filters {
+    /// conv2's weight `w2` (burn's layout) transformed, in f32.
+    pub(super) fn f32(w2: &[f32]) -> Filters {
+        Filters::F32(filters(w2))
+    }
+
+    /// The same in bfloat16, or `None` where this processor lacks AVX512_BF16's dot products.
+    pub(super) fn bf16(w2: &[f32]) -> Option<Filters> {
+        if !bf16::supported() {
+            return None;
+        }
+        let u = filters(w2);
+        let half = |v: f32| u32::from(half::bf16::from_f32(v).to_bits());
+        let mut packed = vec![0u32; POINTS * C1 / 2 * C2];
+        for (point, out) in packed.chunks_exact_mut(C1 / 2 * C2).enumerate() {
+            let u = &u[point * C1 * C2..][..C1 * C2];
+            for (pair, out) in out.chunks_exact_mut(C2).enumerate() {
+                let (even, odd) = (&u[2 * pair * C2..][..C2], &u[(2 * pair + 1) * C2..][..C2]);
+                for ((w, &e), &o) in out.iter_mut().zip(even).zip(odd) {
+                    *w = half(e) | half(o) << 16;
+                }
+            }
+        }
+        Some(Filters::Bf16(packed))
+    }
+}
+
 simd_fn! {
     /// conv2 of one image's channels-last conv1 maps `a1` [26 × 26 × 32] with the
-    /// transformed filters `u` (see [`filters`]), then the 2x2 max-pool, conv2's bias `b2`
+    /// transformed filters `u` (see [`Filters`]), then the 2x2 max-pool, conv2's bias `b2`
     /// and ReLU once per pooled value (both commute with max), written to `pooled` in burn's
     /// flatten order (channel, y, x). `winner`, when given, records which of the four values
     /// won (0..4, row-major in the window), for the backward pass. `scratch` holds
     /// [`SCRATCH`] floats; its contents do not matter.
     pub(super) fn conv2_pool(
         a1: &[f32],
-        u: &[f32],
+        u: &Filters,
         b2: &[f32],
         scratch: &mut [f32],
         pooled: &mut [f32],
         winner: Option<&mut [u8]>,
     ) {
-        assert!(a1.len() == S1 * S1 * C1 && u.len() == POINTS * C1 * C2);
+        let words = match u {
+            Filters::F32(u) => u.len(),
+            Filters::Bf16(u) => 2 * u.len(),
+        };
+        assert!(a1.len() == S1 * S1 * C1 && words == POINTS * C1 * C2);
         assert!(pooled.len() == FEATURES && scratch.len() >= SCRATCH && b2.len() == C2);
         let mut winner = winner;
         let (v, rest) = scratch.split_at_mut(ROW_INPUTS);
@@ -99,13 +140,18 @@ simd_fn! {
                 .zip(m.chunks_exact_mut(TILES * C2))
                 .enumerate()
             {
-                let u = &u[point * C1 * C2..][..C1 * C2];
-                // Accumulators for six tiles × `W` output channels stay in registers: all
-                // 64 channels in AVX-512's 32 registers, 16 at a time in AVX2's 16.
-                if S::F32_LANES >= 16 {
-                    products::<64>(v, u, m);
-                } else {
-                    products::<16>(v, u, m);
+                match u {
+                    Filters::F32(u) => {
+                        let u = &u[point * C1 * C2..][..C1 * C2];
+                        // Accumulators for six tiles × `W` output channels stay in registers:
+                        // all 64 channels in AVX-512's 32 registers, 16 at a time in AVX2's 16.
+                        if S::F32_LANES >= 16 {
+                            products::<64>(v, u, m);
+                        } else {
+                            products::<16>(v, u, m);
+                        }
+                    }
+                    Filters::Bf16(u) => bf16::products(v, &u[point * C1 / 2 * C2..][..C1 / 2 * C2], m),
                 }
             }
             for tx in 0..TILES {
@@ -205,6 +251,100 @@ fn products<const W: usize>(v: &[f32], u: &[f32], m: &mut [f32]) {
     }
 }
 
+/// The products in bfloat16: AVX512_BF16's `vdpbf16ps` multiplies two pairs of bf16 values
+/// and adds both products into an f32 lane, so a pair of input channels costs one instruction
+/// where f32 takes two multiply-adds, and the filters take half the cache.
+pub(super) mod bf16 {
+    #[cfg(target_arch = "x86_64")]
+    use std::arch::x86_64::*;
+
+    use super::{C1, C2, TILES};
+
+    /// Whether this processor has the instructions [`products`] runs on.
+    pub(in crate::kernels) fn supported() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+
+    /// `m` [tile][64] = `v` [tile][32] · `u` [16 pairs][64] for the six tiles of one point,
+    /// the inputs rounded to bf16 (nearest even), the sums in f32. Reached only through
+    /// [`super::Filters::Bf16`], which exists only where [`supported`] said yes.
+    pub(super) fn products(v: &[f32], u: &[u32], m: &mut [f32]) {
+        assert!(v.len() >= TILES * C1 && u.len() == C1 / 2 * C2 && m.len() >= TILES * C2);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the processor has AVX-512F and AVX512_BF16 (see above), and the assertion
+        // keeps every load and store inside the slices.
+        unsafe {
+            products_avx512(v, u, m)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("bf16 filters are only made on x86-64");
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn products_avx512(v: &[f32], u: &[u32], m: &mut [f32]) {
+        // f32 lanes in a 512-bit vector; as many bf16 pairs.
+        const WORDS: usize = 16;
+        // Each tile's 32 inputs as 16 bf16 pairs, one broadcast per pair below.
+        let mut pairs = [[0u32; C1 / 2]; TILES];
+        for (tile, pairs) in pairs.iter_mut().enumerate() {
+            let v = &v[tile * C1..][..C1];
+            // SAFETY: 16 floats from each half of `v`'s 32, and 16 words into `pairs`.
+            unsafe {
+                let low = _mm512_loadu_ps(v.as_ptr());
+                let high = _mm512_loadu_ps(v[WORDS..].as_ptr());
+                let packed = bits(_mm512_cvtne2ps_pbh(high, low));
+                _mm512_storeu_si512(pairs.as_mut_ptr().cast(), packed);
+            }
+        }
+        let mut acc = [[_mm512_setzero_ps(); C2 / WORDS]; TILES];
+        for pair in 0..C1 / 2 {
+            let mut w = [bf16s(_mm512_setzero_si512()); C2 / WORDS];
+            for (j, w) in w.iter_mut().enumerate() {
+                let u = &u[pair * C2 + j * WORDS..][..WORDS];
+                // SAFETY: 16 words of `u`.
+                *w = bf16s(unsafe { _mm512_loadu_si512(u.as_ptr().cast()) });
+            }
+            for (acc, pairs) in acc.iter_mut().zip(&pairs) {
+                let x = bf16s(_mm512_set1_epi32(pairs[pair] as i32));
+                for (a, w) in acc.iter_mut().zip(&w) {
+                    *a = _mm512_dpbf16_ps(*a, x, *w);
+                }
+            }
+        }
+        for (tile, acc) in acc.iter().enumerate() {
+            for (j, a) in acc.iter().enumerate() {
+                let m = &mut m[tile * C2 + j * WORDS..][..WORDS];
+                // SAFETY: 16 floats of `m`.
+                unsafe { _mm512_storeu_ps(m.as_mut_ptr(), *a) };
+            }
+        }
+    }
+
+    /// 32 bf16 values as the 512 bits they are.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn bits(x: __m512bh) -> __m512i {
+        // SAFETY: both are plain 512-bit vectors; every bit pattern is valid in either.
+        unsafe { std::mem::transmute(x) }
+    }
+
+    /// 512 bits as the 32 bf16 values they hold.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn bf16s(x: __m512i) -> __m512bh {
+        // SAFETY: as in `bits`.
+        unsafe { std::mem::transmute(x) }
+    }
+}
+
 /// Aᵀ M A for tile `tx` of the row's products, output channels `first..first + LANES`: the
 /// tile's 4x4 outputs, [y][x][LANES].
 #[inline(always)]
@@ -299,9 +439,11 @@ mod tests {
     use crate::reference::testing::{assert_close, channels_last, random};
     use crate::reference::{self, Maps};
 
-    /// conv2 + bias + ReLU, then the max-pool, against the reference's three layers.
-    #[test]
-    fn conv2_pool_matches_its_reference_layers() {
+    /// conv1's maps, conv2's weight and bias, and the reference's pooled features with the
+    /// index each came from and conv2's maps (NCHW).
+    type Case = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<usize>, Vec<f32>);
+
+    fn case() -> Case {
         // conv1's maps are ReLU outputs: non-negative, with zeros.
         let a1: Vec<f32> = random(S1 * S1 * C1, (-0.5, 1.0), 5)
             .into_iter()
@@ -326,11 +468,17 @@ mod tests {
             ..input
         };
         let (want, from) = reference::maxpool_forward(&a2, conv2);
+        (a1, w2, b2, want, from, a2)
+    }
 
+    /// conv2 + bias + ReLU, then the max-pool, against the reference's three layers.
+    #[test]
+    fn conv2_pool_matches_its_reference_layers() {
+        let (a1, w2, b2, want, from, a2) = case();
         let mut pooled = vec![f32::NAN; FEATURES];
         let mut winner = vec![9u8; FEATURES];
         let mut scratch = vec![f32::NAN; SCRATCH];
-        let u = filters(&w2);
+        let u = Filters::f32(&w2);
         conv2_pool(&a1, &u, &b2, &mut scratch, &mut pooled, Some(&mut winner));
         assert_close(&pooled, &want, 1e-5, "pooled features");
         // Where the feature is live, the recorded winner is the reference's maximum (up to
@@ -352,5 +500,35 @@ mod tests {
         let mut again = vec![0.0; FEATURES];
         conv2_pool(&a1, &u, &b2, &mut scratch, &mut again, None);
         assert_eq!(again, pooled);
+    }
+
+    /// The bf16 products stay within bf16's rounding of the reference, and are not the f32
+    /// path's bytes (so they ran). Where the processor lacks AVX512_BF16 there is no bf16 path.
+    #[test]
+    fn bf16_conv2_pool_is_close_to_its_reference_layers() {
+        let (a1, w2, b2, want, ..) = case();
+        let Some(u) = Filters::bf16(&w2) else {
+            assert!(!bf16::supported());
+            eprintln!("skipped: this processor has no AVX512_BF16, so no bf16 path to test");
+            return;
+        };
+        let mut scratch = vec![f32::NAN; SCRATCH];
+        let mut pooled = vec![f32::NAN; FEATURES];
+        conv2_pool(&a1, &u, &b2, &mut scratch, &mut pooled, None);
+        // bf16 keeps 8 significant bits: each transformed input and filter within 2^-9 of its
+        // value. The transforms' coefficients (up to 25 in, 8 out) scale that rounding up.
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let errors: Vec<f32> = pooled
+            .iter()
+            .zip(&want)
+            .map(|(p, w)| (p - w).abs() / scale)
+            .collect();
+        let mean = errors.iter().sum::<f32>() / errors.len() as f32;
+        let max = errors.iter().fold(0f32, |m, &e| m.max(e));
+        eprintln!("bf16 conv2: mean error {mean:.2e}, largest {max:.2e} of the largest output");
+        assert!(mean < 5e-3 && max < 0.1, "mean {mean}, largest {max}");
+        let mut exact = vec![f32::NAN; FEATURES];
+        conv2_pool(&a1, &Filters::f32(&w2), &b2, &mut scratch, &mut exact, None);
+        assert_ne!(pooled, exact);
     }
 }
