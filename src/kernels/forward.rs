@@ -9,7 +9,9 @@
 use rayon::prelude::*;
 
 use super::ConvLayout::{Burn, Gemm};
-use super::{Buffer, C1, FEATURES, GROUP, dense, features, relayout, reuse, spare, winograd};
+use super::{
+    Buffer, C1, FEATURES, GROUP, conv1, dense, features, relayout, reuse, spare, winograd,
+};
 use crate::network::{DROPOUT_HIDDEN, DROPOUT_POOLED, HIDDEN, PIXELS, Params};
 use crate::rng::splitmix64;
 
@@ -147,6 +149,12 @@ impl<'a> Net<'a> {
             w1: relayout(&params.conv1.weight, 1, C1, Burn, Gemm),
             u2: winograd::Filters::bf16(&params.conv2.weight)?,
         })
+    }
+
+    /// conv1 + ReLU of `images` into channels-last maps `a1` [(image, y, x) × 32], as the pass
+    /// computes them: how the backward pass gets back the maps the pass did not keep.
+    pub(super) fn conv1_maps(&self, images: &[f32], a1: &mut [f32]) {
+        conv1(images, &self.w1, &self.params.conv1.bias, a1);
     }
 
     /// Logits, [n × 10], of `pixels` (scaled to [0, 1], 784 per image), without dropout.

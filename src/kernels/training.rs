@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use super::ConvLayout::{Burn, Gemm, Rows};
 use super::forward::{Dropout, Layer, Net, Pass, Trace};
 use super::{
-    Buffer, C1, C2, FEATURES, GROUP, K2, S1, SP, Stored, TAPS, array, axpy, conv1, matmul_stored,
+    Buffer, C1, C2, FEATURES, GROUP, K2, S1, SP, Stored, TAPS, array, axpy, matmul_stored,
     relayout, reuse, spare,
 };
 use crate::metrics;
@@ -38,11 +38,12 @@ pub struct Step {
 /// (scaled to [0, 1], 784 per image), at parameters `w`, with `dropout`.
 pub fn step(w: &Params, pixels: &[f32], labels: &[u8], dropout: Dropout) -> Step {
     assert_eq!(pixels.len(), labels.len() * PIXELS);
-    let pass = Net::new(w).run(pixels, dropout, true);
+    let net = Net::new(w);
+    let pass = net.run(pixels, dropout, true);
     let (loss, correct, dlogits) = cross_entropy(&pass.logits, labels);
     let dense = dense_backward(w, &pass, &dlogits, dropout);
     let trace = pass.trace.as_ref().expect("a traced pass");
-    let conv = conv_backward(w, pixels, (&pass, trace), &dense.features, dropout);
+    let conv = conv_backward((w, &net), pixels, (&pass, trace), &dense.features, dropout);
     spare(dense.features);
     spare(pass.features);
     Step {
@@ -158,13 +159,12 @@ fn dense_backward(w: &Params, forward: &Pass, dlogits: &[f32], dropout: Dropout)
 /// The convolutions' gradients, per group of images; the groups' partial sums are kept apart
 /// and added in group order.
 fn conv_backward(
-    w: &Params,
+    (w, net): (&Params, &Net<'_>),
     pixels: &[f32],
     (forward, trace): (&Pass, &Trace),
     dfeatures: &[f32],
     dropout: Dropout,
 ) -> ConvGrads {
-    let w1 = relayout(&w.conv1.weight, 1, C1, Burn, Gemm);
     let w2 = relayout(&w.conv2.weight, C1, C2, Burn, Rows);
     let scale = dropout.scale(Layer::Pooled);
     let partials: Vec<ConvGrads> = pixels
@@ -176,7 +176,7 @@ fn conv_backward(
             let mut grads = ConvGrads::zero();
             // conv1's maps again, as the forward pass computed them (the same bytes).
             let mut a1 = reuse(images.len() / PIXELS * S1 * S1 * C1);
-            conv1(images, &w1, &w.conv1.bias, &mut a1);
+            net.conv1_maps(images, &mut a1);
             let pooled = (grad, features, winner, scale);
             conv_backward_group(images, &a1, pooled, &w2, &mut grads);
             spare(a1);
