@@ -134,21 +134,24 @@ pub(super) struct Trace {
 
 impl<'a> Net<'a> {
     pub fn new(params: &'a Params) -> Net<'a> {
-        Net {
-            params,
-            w1: relayout(&params.conv1.weight, 1, C1, Burn, Gemm),
-            u2: winograd::Filters::f32(&params.conv2.weight),
-        }
+        Net::with(params, winograd::Filters::f32(&params.conv2.weight))
     }
 
     /// [`Net::new`] with conv2's products in bfloat16 (f32 sums), or `None` where this
     /// processor lacks AVX512_BF16. For evaluation only: faster, and not the f32 path's bytes.
     pub fn bf16(params: &'a Params) -> Option<Net<'a>> {
-        Some(Net {
-            params,
-            w1: relayout(&params.conv1.weight, 1, C1, Burn, Gemm),
-            u2: winograd::Filters::bf16(&params.conv2.weight)?,
-        })
+        let u2 = winograd::Filters::bf16(&params.conv2.weight)?;
+        Some(Net::with(params, u2))
+    }
+
+    fn with(params: &'a Params, u2: winograd::Filters) -> Net<'a> {
+        let w1 = relayout(&params.conv1.weight, 1, C1, Burn, Gemm);
+        Net { params, w1, u2 }
+    }
+
+    /// The parameters this pass runs with.
+    pub(super) fn params(&self) -> &'a Params {
+        self.params
     }
 
     /// conv1 + ReLU of `images` into channels-last maps `a1` [(image, y, x) × 32], as the pass

@@ -43,7 +43,7 @@ pub fn step(w: &Params, pixels: &[f32], labels: &[u8], dropout: Dropout) -> Step
     let (loss, correct, dlogits) = cross_entropy(&pass.logits, labels);
     let dense = dense_backward(w, &pass, &dlogits, dropout);
     let trace = pass.trace.as_ref().expect("a traced pass");
-    let conv = conv_backward((w, &net), pixels, (&pass, trace), &dense.features, dropout);
+    let conv = conv_backward(&net, pixels, (&pass, trace), &dense.features, dropout);
     spare(dense.features);
     spare(pass.features);
     Step {
@@ -159,12 +159,13 @@ fn dense_backward(w: &Params, forward: &Pass, dlogits: &[f32], dropout: Dropout)
 /// The convolutions' gradients, per group of images; the groups' partial sums are kept apart
 /// and added in group order.
 fn conv_backward(
-    (w, net): (&Params, &Net<'_>),
+    net: &Net<'_>,
     pixels: &[f32],
     (forward, trace): (&Pass, &Trace),
     dfeatures: &[f32],
     dropout: Dropout,
 ) -> ConvGrads {
+    let w = net.params();
     let w2 = relayout(&w.conv2.weight, C1, C2, Burn, Rows);
     let scale = dropout.scale(Layer::Pooled);
     let partials: Vec<ConvGrads> = pixels
