@@ -301,9 +301,9 @@ simd_fn! {
         // A window's three rows of (kx, channel): 96 contiguous values each, a map row apart.
         let run = 3 * C1;
         #[cfg(target_arch = "x86_64")]
-        if S::F32_LANES >= 16 {
-            // SAFETY: pulp picks 16-lane f32 vectors on x86-64 only with AVX-512.
-            unsafe { live.list_avx512(pooled, db2) }
+        if S::F32_LANES >= 8 {
+            // SAFETY: pulp picks 8- or 16-lane f32 vectors on x86-64 only with AVX2 or more.
+            unsafe { live.list_avx2(pooled, db2) }
         } else {
             live.list(pooled, db2);
         }
@@ -343,17 +343,34 @@ const BANDS: usize = SP / BAND;
 /// One image's live cells (those that pass a gradient to conv2) by band and channel: each
 /// cell's gradient and where its 3x3 window starts in conv1's channels-last maps.
 struct LiveCells {
-    /// [band][channel][up to BAND × 12 cells], each list from its start; the slots past a
-    /// band's cells are room for [`LiveCells::list_avx512`]'s whole-vector stores.
-    grad: [[[f32; SLOTS]; C2]; BANDS],
-    at: [[[u32; SLOTS]; C2]; BANDS],
+    /// [band][channel][up to BAND × 12 cells], each list from its start.
+    grad: [[[f32; BAND_CELLS]; C2]; BANDS],
+    at: [[[u32; BAND_CELLS]; C2]; BANDS],
     count: [[u8; C2]; BANDS],
 }
 
 /// Cells in a band of one channel.
 const BAND_CELLS: usize = BAND * SP;
-/// Slots per list: a band's cells and one vector's overhang.
-const SLOTS: usize = BAND_CELLS + 8;
+
+/// For each 8-bit mask, the lanes it selects, in order, then zeros: the permutation that packs
+/// those lanes to the front of an AVX2 vector.
+#[cfg(target_arch = "x86_64")]
+static PACK: [[u32; 8]; 256] = {
+    let mut table = [[0u32; 8]; 256];
+    let mut mask = 0;
+    while mask < 256 {
+        let (mut lane, mut n) = (0, 0);
+        while lane < 8 {
+            if mask & (1 << lane) != 0 {
+                table[mask][n] = lane as u32;
+                n += 1;
+            }
+            lane += 1;
+        }
+        mask += 1;
+    }
+    table
+};
 
 impl LiveCells {
     /// Lists them in one pass over the pooled values in their stored order (channel, row):
@@ -394,18 +411,18 @@ impl LiveCells {
         }
     }
 
-    /// [`LiveCells::list`] with AVX-512, the same values in the same order: a vector of cells
-    /// at a time, the live ones packed to the front with a compress (in registers: Zen 4
-    /// microcodes the compress into memory). The scalar loop spent ~5 cycles a cell, most of
-    /// them listing and addressing one cell at a time.
+    /// [`LiveCells::list`] with AVX2 (AVX-512 processors run it too), the same values in the
+    /// same order: 8 cells at a time, their gradients and window starts computed in lanes, the
+    /// live ones packed to the front by a permutation looked up from their mask. The scalar
+    /// loop spent ~5 cycles a cell, listing and addressing one cell at a time.
     ///
     /// # Safety
-    /// The processor must have AVX-512F, BW and VL.
+    /// The processor must have AVX2.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    unsafe fn list_avx512(&mut self, pooled: Pooled<'_>, db2: &mut [f32]) {
+    #[target_feature(enable = "avx2")]
+    unsafe fn list_avx2(&mut self, pooled: Pooled<'_>, db2: &mut [f32]) {
         use std::arch::x86_64::*;
-        const LANES: usize = 16;
+        const LANES: usize = 8;
         let live = self;
         assert!(
             pooled.grad.len() >= FEATURES
@@ -413,52 +430,47 @@ impl LiveCells {
                 && pooled.winner.len() >= FEATURES
                 && db2.len() >= C2
         );
-        // Each cell's window start before its winner's offset, per half band (16 + 8 cells).
-        let base: [[u32; LANES]; 2] = std::array::from_fn(|half| {
-            std::array::from_fn(|i| window(0, half * LANES + i, 0) as u32)
+        let base: [[u32; LANES]; BAND_CELLS / LANES] = std::array::from_fn(|part| {
+            std::array::from_fn(|i| window(0, part * LANES + i, 0) as u32)
         });
         let base = base.map(|b| {
-            // SAFETY: 16 words.
-            unsafe { _mm512_loadu_si512(b.as_ptr().cast()) }
+            // SAFETY: 8 words.
+            unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
         });
-        let scale = _mm512_set1_ps(pooled.scale);
-        let zero = _mm512_setzero_ps();
-        // Offsets of a window's four winners: down a map row, across a column.
-        let row = _mm512_set1_epi32((S1 * C1) as i32);
-        let column = _mm512_set1_epi32(C1 as i32);
-        let one = _mm512_set1_epi32(1);
+        let scale = _mm256_set1_ps(pooled.scale);
+        let zero = _mm256_setzero_ps();
+        let row = _mm256_set1_epi32((S1 * C1) as i32);
+        let column = _mm256_set1_epi32(C1 as i32);
+        let one = _mm256_set1_epi32(1);
         for (c, db) in db2.iter_mut().enumerate().take(C2) {
             let mut bias = *db;
             for band in 0..BANDS {
                 let first = c * SP * SP + band * BAND_CELLS;
-                let band_start = _mm512_set1_epi32(window(band, 0, 0) as i32);
+                let band_start = _mm256_set1_epi32(window(band, 0, 0) as i32);
                 let mut count = 0;
-                for (half, base) in base.iter().enumerate() {
-                    let at = first + half * LANES;
-                    // The first half takes 16 cells, the second the band's other 8.
-                    let take: __mmask16 = if half == 0 { 0xffff } else { 0x00ff };
-                    // SAFETY: the masked loads read only cells of this band (the assertion
-                    // above: `first + 24 <= FEATURES`), and the stores write 16 slots from
-                    // `count <= 16`, inside the lists' 32.
+                for (part, base) in base.iter().enumerate() {
+                    let at = first + part * LANES;
+                    // SAFETY: 8 cells of this band (the assertion above), and 8 slots from
+                    // `count`, at most 8 a part before this one: inside the list's 24.
                     unsafe {
-                        let f = _mm512_maskz_loadu_ps(take, pooled.features.as_ptr().add(at));
-                        let g = _mm512_maskz_loadu_ps(take, pooled.grad.as_ptr().add(at));
-                        let won = _mm_maskz_loadu_epi8(take, pooled.winner.as_ptr().add(at).cast());
-                        let keep = _mm512_mask_cmp_ps_mask(take, f, zero, _CMP_GT_OQ);
-                        let g = _mm512_mul_ps(g, scale);
-                        let won = _mm512_cvtepu8_epi32(won);
-                        let down = _mm512_mullo_epi32(_mm512_srli_epi32(won, 1), row);
-                        let across = _mm512_mullo_epi32(_mm512_and_si512(won, one), column);
-                        let offset = _mm512_add_epi32(_mm512_add_epi32(down, across), band_start);
-                        let at = _mm512_add_epi32(*base, offset);
-                        let slots = count;
-                        _mm512_storeu_ps(
-                            live.grad[band][c][slots..].as_mut_ptr(),
-                            _mm512_maskz_compress_ps(keep, g),
+                        let f = _mm256_loadu_ps(pooled.features.as_ptr().add(at));
+                        let g = _mm256_loadu_ps(pooled.grad.as_ptr().add(at));
+                        let won = _mm_loadl_epi64(pooled.winner.as_ptr().add(at).cast());
+                        let keep = _mm256_movemask_ps(_mm256_cmp_ps(f, zero, _CMP_GT_OQ)) as usize;
+                        let g = _mm256_mul_ps(g, scale);
+                        let won = _mm256_cvtepu8_epi32(won);
+                        let down = _mm256_mullo_epi32(_mm256_srli_epi32(won, 1), row);
+                        let across = _mm256_mullo_epi32(_mm256_and_si256(won, one), column);
+                        let offset = _mm256_add_epi32(_mm256_add_epi32(down, across), band_start);
+                        let at = _mm256_add_epi32(*base, offset);
+                        let pack = _mm256_loadu_si256(PACK[keep].as_ptr().cast());
+                        _mm256_storeu_ps(
+                            live.grad[band][c][count..].as_mut_ptr(),
+                            _mm256_permutevar8x32_ps(g, pack),
                         );
-                        _mm512_storeu_si512(
-                            live.at[band][c][slots..].as_mut_ptr().cast(),
-                            _mm512_maskz_compress_epi32(keep, at),
+                        _mm256_storeu_si256(
+                            live.at[band][c][count..].as_mut_ptr().cast(),
+                            _mm256_permutevar8x32_epi32(at, pack),
                         );
                         count += keep.count_ones() as usize;
                     }
@@ -476,8 +488,8 @@ impl LiveCells {
     /// Space for an image's lists, reused from image to image: only listed cells are read.
     fn new() -> Box<LiveCells> {
         Box::new(LiveCells {
-            grad: [[[0.0; SLOTS]; C2]; BANDS],
-            at: [[[0; SLOTS]; C2]; BANDS],
+            grad: [[[0.0; BAND_CELLS]; C2]; BANDS],
+            at: [[[0; BAND_CELLS]; C2]; BANDS],
             count: [[0; C2]; BANDS],
         })
     }
@@ -922,10 +934,10 @@ mod tests {
         let live = features.iter().filter(|&&f| f > 0.0).count();
         assert_eq!(listed, live);
         #[cfg(target_arch = "x86_64")]
-        if pulp::x86::V4::try_new().is_some() {
+        if pulp::x86::V3::try_new().is_some() {
             let (mut vector, mut db_vector) = (LiveCells::new(), random(C2, (-1.0, 1.0), 18));
-            // SAFETY: V4 exists only where the processor has AVX-512F, BW and VL.
-            unsafe { vector.list_avx512(pooled, &mut db_vector) };
+            // SAFETY: V3 exists only where the processor has AVX2.
+            unsafe { vector.list_avx2(pooled, &mut db_vector) };
             for (band, c) in (0..BANDS).flat_map(|band| (0..C2).map(move |c| (band, c))) {
                 let (g, at) = scalar.cells(band, c);
                 let (vg, vat) = vector.cells(band, c);
@@ -940,7 +952,7 @@ mod tests {
             );
             return;
         }
-        eprintln!("no AVX-512 on this processor: only the scalar listing checked");
+        eprintln!("no AVX2 on this processor: only the scalar listing checked");
     }
 
     /// The scalar, AVX2 and AVX-512 versions of our loops (those this processor can run) give
