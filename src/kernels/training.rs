@@ -439,6 +439,8 @@ impl LiveCells {
         });
         let scale = _mm256_set1_ps(pooled.scale);
         let zero = _mm256_setzero_ps();
+        // [`window`] in lanes: the band's start plus the cell's, then a map row down for the
+        // winners below (2, 3) and a column across for those on the right (1, 3).
         let row = _mm256_set1_epi32((S1 * C1) as i32);
         let column = _mm256_set1_epi32(C1 as i32);
         let one = _mm256_set1_epi32(1);
