@@ -31,10 +31,13 @@ const POINTS: usize = TILE * TILE;
 const ROW_INPUTS: usize = POINTS * TILES * C1;
 /// Their products with the filters: [point][tile][output channel].
 const ROW_PRODUCTS: usize = POINTS * TILES * C2;
-/// Their pooled values, channels-last: [2 pooled rows × 12][output channel].
+/// A row of tiles' pooled values, channels-last: [2 pooled rows × 12][output channel].
 const ROW_POOLED: usize = 2 * SP * C2;
+/// Rows of tiles the bf16 products take at a time: an AMX tile multiply then covers 12
+/// tiles (of its 16 rows) rather than 6.
+const BF16_ROWS: usize = 2;
 /// Scratch space [`conv2_pool`] needs, in floats.
-pub(super) const SCRATCH: usize = ROW_INPUTS + ROW_PRODUCTS + ROW_POOLED;
+pub(super) const SCRATCH: usize = BF16_ROWS * (ROW_INPUTS + ROW_POOLED) + ROW_PRODUCTS;
 
 /// G, the filter transform of F(4x4, 3x3): a 3-tap filter to its 6 transformed values.
 const G: [[f64; 3]; TILE] = [
@@ -75,9 +78,10 @@ pub(super) enum Filters {
     /// f32, as [`filters`] makes them.
     F32(Buffer),
     /// bfloat16 (rounded to nearest from the f32 ones), two input channels to a 32-bit word,
-    /// the even one in the low half: [point][input channel pair][output channel]. Only made
-    /// where the processor has AVX512_BF16 (see [`Filters::bf16`]).
-    Bf16(Vec<u32>),
+    /// the even one in the low half: [point][input channel pair][output channel], the layout
+    /// both `vdpbf16ps` and AMX's `tdpbf16ps` read. Only made where the processor has
+    /// AVX512_BF16 (see [`Filters::bf16`]); `unit` says which instructions multiply them.
+    Bf16 { words: Vec<u32>, unit: bf16::Unit },
 }
 
 impl Filters {
@@ -86,15 +90,21 @@ impl Filters {
         Filters::F32(filters(w2))
     }
 
-    /// The same in bfloat16, or `None` where this processor lacks AVX512_BF16's dot products.
+    /// The same in bfloat16, multiplied by the fastest unit this processor has for them
+    /// (AMX, else AVX512_BF16), or `None` where it has neither.
     pub(super) fn bf16(w2: &[f32]) -> Option<Filters> {
-        if !bf16::supported() {
+        Filters::bf16_on(w2, bf16::Unit::best()?)
+    }
+
+    /// [`Filters::bf16`] on `unit`, which the caller has found on this processor.
+    pub(super) fn bf16_on(w2: &[f32], unit: bf16::Unit) -> Option<Filters> {
+        if !unit.available() {
             return None;
         }
         let u = filters(w2);
         let half = |v: f32| u32::from(half::bf16::from_f32(v).to_bits());
-        let mut packed = vec![0u32; POINTS * C1 / 2 * C2];
-        for (point, out) in packed.chunks_exact_mut(C1 / 2 * C2).enumerate() {
+        let mut words = vec![0u32; POINTS * C1 / 2 * C2];
+        for (point, out) in words.chunks_exact_mut(C1 / 2 * C2).enumerate() {
             let u = &u[point * C1 * C2..][..C1 * C2];
             for (pair, out) in out.chunks_exact_mut(C2).enumerate() {
                 let (even, odd) = (&u[2 * pair * C2..][..C2], &u[(2 * pair + 1) * C2..][..C2]);
@@ -103,7 +113,7 @@ impl Filters {
                 }
             }
         }
-        Some(Filters::Bf16(packed))
+        Some(Filters::Bf16 { words, unit })
     }
 }
 
@@ -124,51 +134,109 @@ simd_fn! {
     ) {
         let words = match u {
             Filters::F32(u) => u.len(),
-            Filters::Bf16(u) => 2 * u.len(),
+            Filters::Bf16 { words, .. } => 2 * words.len(),
         };
         assert!(a1.len() == S1 * S1 * C1 && words == POINTS * C1 * C2);
         assert!(pooled.len() == FEATURES && scratch.len() >= SCRATCH && b2.len() == C2);
-        let mut winner = winner;
-        let (v, rest) = scratch.split_at_mut(ROW_INPUTS);
-        let (m, stage) = rest.split_at_mut(ROW_PRODUCTS);
-        let stage = &mut stage[..ROW_POOLED];
-        let mut won = [0u8; ROW_POOLED];
-        for ty in 0..TILES {
-            transform_inputs(a1, ty, v);
-            for (point, (v, m)) in v
-                .chunks_exact(TILES * C1)
-                .zip(m.chunks_exact_mut(TILES * C2))
-                .enumerate()
-            {
-                match u {
-                    Filters::F32(u) => {
-                        let u = &u[point * C1 * C2..][..C1 * C2];
-                        // Accumulators for six tiles × `W` output channels stay in registers:
-                        // all 64 channels in AVX-512's 32 registers, 16 at a time in AVX2's 16.
-                        if S::F32_LANES >= 16 {
-                            products::<64>(v, u, m);
-                        } else {
-                            products::<16>(v, u, m);
-                        }
+        // Rows of tiles per pass: one in f32, whose transformed inputs then stay in L1 and
+        // products in L2; two in bf16, whose products go 16 output channels at a time. A
+        // constant either way, so that the indices below fold.
+        let wide = S::F32_LANES >= 16;
+        match u {
+            Filters::F32(_) => passes::<1>(a1, u, b2, scratch, pooled, winner, wide),
+            Filters::Bf16 { .. } => passes::<BF16_ROWS>(a1, u, b2, scratch, pooled, winner, wide),
+        }
+    }
+}
+
+/// [`conv2_pool`]'s work, `ROWS` rows of tiles at a time; `wide` when the f32 products'
+/// accumulators for all 64 output channels fit in registers (AVX-512).
+#[inline(always)]
+fn passes<const ROWS: usize>(
+    a1: &[f32],
+    u: &Filters,
+    b2: &[f32],
+    scratch: &mut [f32],
+    pooled: &mut [f32],
+    mut winner: Option<&mut [u8]>,
+    wide: bool,
+) {
+    let band = ROWS;
+    let tiles = band * TILES;
+    let (v, rest) = scratch.split_at_mut(band * ROW_INPUTS);
+    let (m, stage) = rest.split_at_mut(ROW_PRODUCTS);
+    let stage = &mut stage[..band * ROW_POOLED];
+    let mut won = [[0u8; ROW_POOLED]; ROWS];
+    let won = &mut won[..];
+    let keep = winner.is_some();
+    for first_row in (0..TILES).step_by(band) {
+        for row in 0..band {
+            transform_inputs(a1, first_row + row, (tiles, row * TILES), v);
+        }
+        let pooling = (b2, &mut *stage, keep.then_some(&mut *won));
+        match u {
+            Filters::F32(u) => {
+                for ((v, m), u) in v
+                    .chunks_exact(TILES * C1)
+                    .zip(m.chunks_exact_mut(TILES * C2))
+                    .zip(u.chunks_exact(C1 * C2))
+                {
+                    // Accumulators for six tiles × `W` output channels stay in registers:
+                    // all 64 channels in AVX-512's 32 registers, 16 at a time in AVX2's 16.
+                    if wide {
+                        products::<64>(v, u, m);
+                    } else {
+                        products::<16>(v, u, m);
                     }
-                    Filters::Bf16(u) => bf16::products(v, &u[point * C1 / 2 * C2..][..C1 / 2 * C2], m),
                 }
+                pool_band(m, (C2, 0..C2), pooling);
             }
-            for tx in 0..TILES {
+            Filters::Bf16 { words, unit } => {
+                // The products of 16 output channels (27 KB) stay in L1 until pooled.
+                let packed = bf16::Band::pack(v);
+                let (b2, stage, mut won) = pooling;
                 for first in (0..C2).step_by(LANES) {
-                    let y = transform_outputs(m, tx, first);
-                    let won = winner.is_some().then_some(&mut won);
-                    pool_tile(&y, (b2, first), tx, stage, won);
+                    bf16::products(*unit, &packed, words, first, m);
+                    let won = won.as_deref_mut();
+                    pool_band(m, (LANES, first..first + LANES), (b2, &mut *stage, won));
                 }
             }
-            // The two pooled rows, channels-last in `stage`, to burn's order: per channel,
-            // 24 consecutive values. Transposed here (the compiler gathers) rather than
-            // scattered value by value from the pooling, so that the pooling runs on whole
-            // vectors: the scattered stores had cost a fifth of the pass.
-            let rows = ty * 2 * SP;
+        }
+        for (row, (stage, won)) in stage.chunks_exact(ROW_POOLED).zip(&*won).enumerate() {
+            // The two pooled rows, channels-last in `stage`, to burn's order: per
+            // channel, 24 consecutive values. Transposed here (the compiler gathers)
+            // rather than scattered value by value from the pooling, so that the pooling
+            // runs on whole vectors: the scattered stores had cost a fifth of the pass.
+            let rows = (first_row + row) * 2 * SP;
             transpose_row(stage, pooled, rows);
             if let Some(w) = winner.as_deref_mut() {
-                transpose_row(&won, w, rows);
+                transpose_row(won, w, rows);
+            }
+        }
+    }
+}
+
+/// What [`pool_band`] needs besides the products: conv2's bias, the band's rows of pooled
+/// values (channels-last, [`ROW_POOLED`] each) and, when asked, which value won.
+type Pooling<'a> = (&'a [f32], &'a mut [f32], Option<&'a mut [[u8; ROW_POOLED]]>);
+
+/// Output transform and pooling of a band's products `m` [point][tile][`width`] for output
+/// channels `channels` (`width` of them, from `m`'s first), each row of tiles into its
+/// `stage` (and `won`) row; see [`pool_tile`].
+#[inline(always)]
+fn pool_band(
+    m: &[f32],
+    (width, channels): (usize, std::ops::Range<usize>),
+    (b2, stage, mut won): Pooling<'_>,
+) {
+    let tiles = stage.len() / ROW_POOLED * TILES;
+    for (row, stage) in stage.chunks_exact_mut(ROW_POOLED).enumerate() {
+        for tx in 0..TILES {
+            for first in channels.clone().step_by(LANES) {
+                let at = (width, first - channels.start);
+                let y = transform_outputs(m, (tiles, row * TILES + tx), at);
+                let won = won.as_deref_mut().map(|w| &mut w[row]);
+                pool_tile(&y, (b2, first), tx, stage, won);
             }
         }
     }
@@ -186,9 +254,10 @@ fn transpose_row<T: Copy>(src: &[T], dst: &mut [T], rows: usize) {
     }
 }
 
-/// `v` [point][tile][32] ← Bᵀ d B for each tile d of the ty-th row, per channel.
+/// `v` [point][tile][32] ← Bᵀ d B for each tile d of the ty-th row, per channel: the row's
+/// six tiles from tile `first` on, of `tiles` per point.
 #[inline(always)]
-fn transform_inputs(a1: &[f32], ty: usize, v: &mut [f32]) {
+fn transform_inputs(a1: &[f32], ty: usize, (tiles, first): (usize, usize), v: &mut [f32]) {
     // rows[i][x]: column x of the tile after the transform along y.
     let mut rows = [[[0f32; C1]; TILE]; TILE];
     let mut out = [[0f32; C1]; TILE];
@@ -209,7 +278,7 @@ fn transform_inputs(a1: &[f32], ty: usize, v: &mut [f32]) {
             let row = [&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]];
             input_1d(row, [o0, o1, o2, o3, o4, o5]);
             for (j, values) in out.iter().enumerate() {
-                v[((i * TILE + j) * TILES + tx) * C1..][..C1].copy_from_slice(values);
+                v[((i * TILE + j) * tiles + first + tx) * C1..][..C1].copy_from_slice(values);
             }
         }
     }
@@ -251,17 +320,48 @@ fn products<const W: usize>(v: &[f32], u: &[f32], m: &mut [f32]) {
     }
 }
 
-/// The products in bfloat16: AVX512_BF16's `vdpbf16ps` multiplies two pairs of bf16 values
-/// and adds both products into an f32 lane, so a pair of input channels costs one instruction
-/// where f32 takes two multiply-adds, and the filters take half the cache.
+/// The products in bfloat16, on one of two units. AVX512_BF16's `vdpbf16ps` multiplies two
+/// pairs of bf16 values and adds both products into an f32 lane, so a pair of input channels
+/// costs one instruction where f32 takes two multiply-adds, and the filters take half the
+/// cache. AMX's `tdpbf16ps` multiplies whole tiles: a point's 12 tiles × 32 input channels by
+/// its 32 × 16 filters in one instruction. The two add a lane's products in different
+/// orders, so their bytes differ (both within bf16's rounding of the f32 path).
 pub(super) mod bf16 {
     #[cfg(target_arch = "x86_64")]
     use std::arch::x86_64::*;
 
-    use super::{C1, C2, TILES};
+    use super::{BF16_ROWS, C1, C2, LANES, POINTS, ROW_INPUTS, TILES};
 
-    /// Whether this processor has the instructions [`products`] runs on.
-    pub(in crate::kernels) fn supported() -> bool {
+    /// Tiles per point in a band of [`BF16_ROWS`] rows.
+    const BAND: usize = BF16_ROWS * TILES;
+
+    /// The instructions that multiply the bf16 values.
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    pub(in crate::kernels) enum Unit {
+        /// AVX-512's `vdpbf16ps`, 16 lanes at a time.
+        Avx512,
+        /// AMX's tile multiply, on processors with AMX-BF16 (Intel's since Sapphire Rapids).
+        Amx,
+    }
+
+    impl Unit {
+        /// The fastest unit this processor has, if any.
+        pub(in crate::kernels) fn best() -> Option<Unit> {
+            [Unit::Amx, Unit::Avx512]
+                .into_iter()
+                .find(|unit| unit.available())
+        }
+
+        /// Whether this processor (and, for AMX, the operating system) lets us run it.
+        pub(in crate::kernels) fn available(self) -> bool {
+            match self {
+                Unit::Avx512 => avx512_bf16(),
+                Unit::Amx => avx512_bf16() && amx::available(),
+            }
+        }
+    }
+
+    fn avx512_bf16() -> bool {
         #[cfg(target_arch = "x86_64")]
         {
             is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
@@ -272,59 +372,206 @@ pub(super) mod bf16 {
         }
     }
 
-    /// `m` [tile][64] = `v` [tile][32] · `u` [16 pairs][64] for the six tiles of one point,
-    /// the inputs rounded to bf16 (nearest even), the sums in f32. Reached only through
-    /// [`super::Filters::Bf16`], which exists only where [`supported`] said yes.
-    pub(super) fn products(v: &[f32], u: &[u32], m: &mut [f32]) {
-        assert!(v.len() >= TILES * C1 && u.len() == C1 / 2 * C2 && m.len() >= TILES * C2);
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the processor has AVX-512F and AVX512_BF16 (see above), and the assertion
-        // keeps every load and store inside the slices.
-        unsafe {
-            products_avx512(v, u, m)
+    /// A band's transformed inputs in bf16: [point][tile][16 pairs of input channels], each
+    /// pair's even channel in the low half. A broadcast per pair for `vdpbf16ps`; for AMX a
+    /// point's 12 tiles are the rows of its A tile.
+    #[repr(C, align(64))]
+    pub(super) struct Band([[u32; C1 / 2]; POINTS * BAND]);
+
+    impl Band {
+        /// `v` [point][tile][32] (f32) rounded to bf16, nearest even.
+        pub(super) fn pack(v: &[f32]) -> Band {
+            assert!(v.len() >= BF16_ROWS * ROW_INPUTS);
+            let mut band = Band([[0; C1 / 2]; POINTS * BAND]);
+            #[cfg(target_arch = "x86_64")]
+            if avx512_bf16() {
+                // SAFETY: the processor has the instructions, checked just above.
+                unsafe { pack_avx512(v, &mut band) };
+                return band;
+            }
+            unreachable!("bf16 filters are only made where AVX512_BF16 is");
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("bf16 filters are only made on x86-64");
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bf16")]
-    unsafe fn products_avx512(v: &[f32], u: &[u32], m: &mut [f32]) {
-        // f32 lanes in a 512-bit vector; as many bf16 pairs.
-        const WORDS: usize = 16;
-        // Each tile's 32 inputs as 16 bf16 pairs, one broadcast per pair below.
-        let mut pairs = [[0u32; C1 / 2]; TILES];
-        for (tile, pairs) in pairs.iter_mut().enumerate() {
-            let v = &v[tile * C1..][..C1];
+    fn pack_avx512(v: &[f32], band: &mut Band) {
+        for (pairs, v) in band.0.iter_mut().zip(v.chunks_exact(C1)) {
             // SAFETY: 16 floats from each half of `v`'s 32, and 16 words into `pairs`.
             unsafe {
                 let low = _mm512_loadu_ps(v.as_ptr());
-                let high = _mm512_loadu_ps(v[WORDS..].as_ptr());
+                let high = _mm512_loadu_ps(v[C1 / 2..].as_ptr());
                 let packed = bits(_mm512_cvtne2ps_pbh(high, low));
                 _mm512_storeu_si512(pairs.as_mut_ptr().cast(), packed);
             }
         }
-        let mut acc = [[_mm512_setzero_ps(); C2 / WORDS]; TILES];
-        for pair in 0..C1 / 2 {
-            let mut w = [bf16s(_mm512_setzero_si512()); C2 / WORDS];
-            for (j, w) in w.iter_mut().enumerate() {
-                let u = &u[pair * C2 + j * WORDS..][..WORDS];
+    }
+
+    /// `m` [point][tile][16] = `band` [point][tile][16 pairs] · `u` [point][16 pairs][64] for
+    /// the 16 output channels from `first` on, sums in f32. Reached only through
+    /// [`super::Filters::Bf16`], whose unit was available.
+    pub(super) fn products(unit: Unit, band: &Band, u: &[u32], first: usize, m: &mut [f32]) {
+        assert!(u.len() == POINTS * C1 / 2 * C2 && first.is_multiple_of(LANES) && first < C2);
+        assert!(m.len() >= POINTS * BAND * LANES);
+        #[cfg(target_arch = "x86_64")]
+        match unit {
+            // SAFETY: the processor has AVX-512F and AVX512_BF16 (`Unit::available`), and
+            // the assertion keeps every load and store inside the slices.
+            Unit::Avx512 => unsafe { products_avx512(band, u, first, m) },
+            // SAFETY: as above, and AMX-BF16 with the operating system's leave to use it.
+            Unit::Amx => unsafe { amx::products(band, u, first, m) },
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("bf16 filters are only made on x86-64 ({unit:?})");
+    }
+
+    /// [`products`] on AVX-512: each tile's 16 sums in a register, a pair of input channels
+    /// per instruction, pairs in order.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn products_avx512(band: &Band, u: &[u32], first: usize, m: &mut [f32]) {
+        let points = band
+            .0
+            .chunks_exact(BAND)
+            .zip(m.chunks_exact_mut(BAND * LANES));
+        for (point, (pairs, m)) in points.enumerate() {
+            let u = &u[point * C1 / 2 * C2 + first..];
+            let mut acc = [_mm512_setzero_ps(); BAND];
+            for pair in 0..C1 / 2 {
+                let w = &u[pair * C2..][..LANES];
                 // SAFETY: 16 words of `u`.
-                *w = bf16s(unsafe { _mm512_loadu_si512(u.as_ptr().cast()) });
-            }
-            for (acc, pairs) in acc.iter_mut().zip(&pairs) {
-                let x = bf16s(_mm512_set1_epi32(pairs[pair] as i32));
-                for (a, w) in acc.iter_mut().zip(&w) {
-                    *a = _mm512_dpbf16_ps(*a, x, *w);
+                let w = bf16s(unsafe { _mm512_loadu_si512(w.as_ptr().cast()) });
+                for (a, pairs) in acc.iter_mut().zip(pairs) {
+                    let x = bf16s(_mm512_set1_epi32(pairs[pair] as i32));
+                    *a = _mm512_dpbf16_ps(*a, x, w);
                 }
             }
-        }
-        for (tile, acc) in acc.iter().enumerate() {
-            for (j, a) in acc.iter().enumerate() {
-                let m = &mut m[tile * C2 + j * WORDS..][..WORDS];
+            for (a, m) in acc.iter().zip(m.chunks_exact_mut(LANES)) {
                 // SAFETY: 16 floats of `m`.
                 unsafe { _mm512_storeu_ps(m.as_mut_ptr(), *a) };
             }
+        }
+    }
+
+    /// The products on AMX's tiles, written with `asm!` (Rust's AMX intrinsics are not stable).
+    #[cfg(target_arch = "x86_64")]
+    mod amx {
+        use std::arch::asm;
+        use std::sync::OnceLock;
+
+        use super::{BAND, Band, C1, C2, LANES, POINTS};
+
+        /// Whether the processor has AMX-BF16 and the operating system lets this process use
+        /// it. Linux gives a process AMX's 8 KB of tile state only once it asks
+        /// (`arch_prctl(ARCH_REQ_XCOMP_PERM)`), which this does, once.
+        pub(super) fn available() -> bool {
+            static AVAILABLE: OnceLock<bool> = OnceLock::new();
+            *AVAILABLE.get_or_init(|| {
+                // CPUID leaf 7: EDX bit 22 is AMX-BF16, bit 24 AMX-TILE.
+                let leaf = std::arch::x86_64::__cpuid_count(7, 0);
+                let cpu = leaf.edx >> 22 & 1 == 1 && leaf.edx >> 24 & 1 == 1;
+                cpu && granted()
+            })
+        }
+
+        #[cfg(target_os = "linux")]
+        fn granted() -> bool {
+            const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+            const XFEATURE_XTILEDATA: libc::c_long = 18;
+            // SAFETY: a plain system call with two integer arguments; it changes only which
+            // register state this process may use.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_arch_prctl,
+                    ARCH_REQ_XCOMP_PERM,
+                    XFEATURE_XTILEDATA,
+                )
+            };
+            rc == 0
+        }
+
+        /// Elsewhere we do not know how to ask, so the tiles stay unused.
+        #[cfg(not(target_os = "linux"))]
+        fn granted() -> bool {
+            false
+        }
+
+        /// The tiles' shapes (`ldtilecfg`'s 64 bytes, palette 1), 64 bytes a row each. Two
+        /// sets, so that one point's multiply overlaps the next's loads and stores: products
+        /// tmm0 and tmm3 (12 tiles × 16 f32), inputs tmm1 and tmm4 (12 tiles × 16 bf16
+        /// pairs), filters tmm2 and tmm5 (16 pairs × 16 output channels).
+        #[repr(C, align(64))]
+        struct Config([u8; 64]);
+
+        const CONFIG: Config = {
+            let mut c = [0u8; 64];
+            c[0] = 1;
+            let mut t = 0;
+            while t < 6 {
+                c[16 + 2 * t] = 64;
+                c[48 + t] = if t % 3 == 2 {
+                    (C1 / 2) as u8
+                } else {
+                    BAND as u8
+                };
+                t += 1;
+            }
+            Config(c)
+        };
+
+        /// See [`super::products`]; the caller has checked the slices' lengths.
+        #[target_feature(enable = "avx512f,avx512bf16")]
+        pub(super) unsafe fn products(band: &Band, u: &[u32], first: usize, m: &mut [f32]) {
+            // Bytes between rows: of the filters (64 output channels), of the inputs and
+            // products (16 words).
+            let (filters, rows) = (C2 * 4, LANES * 4);
+            // SAFETY: the caller guarantees AMX-BF16 and the OS's leave; the configuration
+            // is a valid palette-1 one.
+            unsafe { asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack)) };
+            for point in (0..POINTS).step_by(2) {
+                let mut at = |p: usize| {
+                    let a = band.0[p * BAND..][..BAND].as_ptr();
+                    let u = u[p * C1 / 2 * C2 + first..][..(C1 / 2 - 1) * C2 + LANES].as_ptr();
+                    let m = m[p * BAND * LANES..][..BAND * LANES].as_mut_ptr();
+                    (a, u, m)
+                };
+                let ((a0, u0, m0), (a1, u1, m1)) = (at(point), at(point + 1));
+                // SAFETY: each input tile reads a point's 12 × 64 bytes of `band`; each
+                // filter tile 16 rows of 64 bytes, 256 apart, inside `u` (sliced above); each
+                // product tile writes 12 rows of 64 bytes inside the point's part of `m`.
+                unsafe {
+                    asm!(
+                        "tilezero tmm0",
+                        "tileloadd tmm1, [{a0} + {rows}*1]",
+                        "tileloadd tmm2, [{u0} + {filters}*1]",
+                        "tilezero tmm3",
+                        "tileloadd tmm4, [{a1} + {rows}*1]",
+                        "tileloadd tmm5, [{u1} + {filters}*1]",
+                        "tdpbf16ps tmm0, tmm1, tmm2",
+                        "tdpbf16ps tmm3, tmm4, tmm5",
+                        "tilestored [{m0} + {rows}*1], tmm0",
+                        "tilestored [{m1} + {rows}*1], tmm3",
+                        a0 = in(reg) a0,
+                        u0 = in(reg) u0,
+                        m0 = in(reg) m0,
+                        a1 = in(reg) a1,
+                        u1 = in(reg) u1,
+                        m1 = in(reg) m1,
+                        rows = in(reg) rows,
+                        filters = in(reg) filters,
+                        options(nostack),
+                    );
+                }
+            }
+            // SAFETY: gives the tile state back; nothing reads the tiles after this.
+            unsafe { asm!("tilerelease", options(nostack)) };
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    mod amx {
+        pub(super) fn available() -> bool {
+            false
         }
     }
 
@@ -345,14 +592,19 @@ pub(super) mod bf16 {
     }
 }
 
-/// Aᵀ M A for tile `tx` of the row's products, output channels `first..first + LANES`: the
-/// tile's 4x4 outputs, [y][x][LANES].
+/// Aᵀ M A for tile `tile` of the products `m` [point][tile][`width`], `tiles` per point,
+/// the `LANES` channels from `first` of each `width`: the tile's 4x4 outputs, [y][x][LANES].
 #[inline(always)]
-fn transform_outputs(m: &[f32], tx: usize, first: usize) -> [[[f32; LANES]; OUT]; OUT] {
+fn transform_outputs(
+    m: &[f32],
+    (tiles, tile): (usize, usize),
+    (width, first): (usize, usize),
+) -> [[[f32; LANES]; OUT]; OUT] {
     // cols[i][x]: column x after the transform along y.
     let mut cols = [[[0f32; LANES]; TILE]; OUT];
     for x in 0..TILE {
-        let point = |k: usize| array::<LANES>(m, ((k * TILE + x) * TILES + tx) * C2 + first);
+        let at = |k: usize| ((k * TILE + x) * tiles + tile) * width + first;
+        let point = |k: usize| array::<LANES>(m, at(k));
         let [c0, c1, c2, c3] = &mut cols;
         let column = [point(0), point(1), point(2), point(3), point(4), point(5)];
         output_1d(column, [&mut c0[x], &mut c1[x], &mut c2[x], &mut c3[x]]);
@@ -502,33 +754,66 @@ mod tests {
         assert_eq!(again, pooled);
     }
 
-    /// The bf16 products stay within bf16's rounding of the reference, and are not the f32
-    /// path's bytes (so they ran). Where the processor lacks AVX512_BF16 there is no bf16 path.
+    /// The bf16 products stay within bf16's rounding of the reference, on every unit this
+    /// processor has, and are not the f32 path's bytes (so they ran).
     #[test]
     fn bf16_conv2_pool_is_close_to_its_reference_layers() {
         let (a1, w2, b2, want, ..) = case();
-        let Some(u) = Filters::bf16(&w2) else {
-            assert!(!bf16::supported());
-            eprintln!("skipped: this processor has no AVX512_BF16, so no bf16 path to test");
-            return;
-        };
         let mut scratch = vec![f32::NAN; SCRATCH];
-        let mut pooled = vec![f32::NAN; FEATURES];
-        conv2_pool(&a1, &u, &b2, &mut scratch, &mut pooled, None);
-        // bf16 keeps 8 significant bits: each transformed input and filter within 2^-9 of its
-        // value. The transforms' coefficients (up to 25 in, 8 out) scale that rounding up.
-        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let errors: Vec<f32> = pooled
-            .iter()
-            .zip(&want)
-            .map(|(p, w)| (p - w).abs() / scale)
-            .collect();
-        let mean = errors.iter().sum::<f32>() / errors.len() as f32;
-        let max = errors.iter().fold(0f32, |m, &e| m.max(e));
-        eprintln!("bf16 conv2: mean error {mean:.2e}, largest {max:.2e} of the largest output");
-        assert!(mean < 5e-3 && max < 0.1, "mean {mean}, largest {max}");
         let mut exact = vec![f32::NAN; FEATURES];
         conv2_pool(&a1, &Filters::f32(&w2), &b2, &mut scratch, &mut exact, None);
-        assert_ne!(pooled, exact);
+        for unit in [bf16::Unit::Avx512, bf16::Unit::Amx] {
+            let Some(u) = Filters::bf16_on(&w2, unit) else {
+                eprintln!("skipped: this processor has no {unit:?} bf16 products to test");
+                continue;
+            };
+            let mut pooled = vec![f32::NAN; FEATURES];
+            conv2_pool(&a1, &u, &b2, &mut scratch, &mut pooled, None);
+            // bf16 keeps 8 significant bits: each transformed input and filter within 2^-9
+            // of its value. The transforms' coefficients (up to 25 in, 8 out) scale that up.
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let errors: Vec<f32> = pooled
+                .iter()
+                .zip(&want)
+                .map(|(p, w)| (p - w).abs() / scale)
+                .collect();
+            let mean = errors.iter().sum::<f32>() / errors.len() as f32;
+            let max = errors.iter().fold(0f32, |m, &e| m.max(e));
+            eprintln!("bf16 conv2 on {unit:?}: mean error {mean:.2e}, largest {max:.2e}");
+            assert!(
+                mean < 5e-3 && max < 0.1,
+                "{unit:?}: mean {mean}, largest {max}"
+            );
+            assert_ne!(pooled, exact);
+        }
+    }
+
+    /// AMX's tiles and AVX512_BF16's lanes multiply the same bf16 values: their sums agree
+    /// to f32 rounding (they add in different orders), which a misplaced row, tile or stride
+    /// would break by far.
+    #[test]
+    fn amx_products_match_avx512s() {
+        let w2 = random(C2 * C1 * TAPS, (-0.1, 0.1), 8);
+        let Some(Filters::Bf16 { words, .. }) = Filters::bf16_on(&w2, bf16::Unit::Amx) else {
+            eprintln!("skipped: this processor (or operating system) has no AMX-BF16 to test");
+            return;
+        };
+        let band = bf16::Band::pack(&random(BF16_ROWS * ROW_INPUTS, (-3.0, 3.0), 9));
+        for first in (0..C2).step_by(LANES) {
+            let on = |unit| {
+                let mut m = vec![f32::NAN; POINTS * BF16_ROWS * TILES * LANES];
+                bf16::products(unit, &band, &words, first, &mut m);
+                m
+            };
+            let (amx, avx512) = (on(bf16::Unit::Amx), on(bf16::Unit::Avx512));
+            let scale = avx512.iter().fold(0f32, |m, v| m.max(v.abs()));
+            assert!(scale > 0.1, "{scale}");
+            for (i, (a, b)) in amx.iter().zip(&avx512).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-5 * scale,
+                    "{first} {i}: AMX {a}, AVX-512 {b}"
+                );
+            }
+        }
     }
 }
