@@ -285,9 +285,10 @@ pub struct EvalArgs {
 pub struct ComputeArgs {
     /// Which engine computes: `cpu`, our own kernels (multi-threaded, with AVX-512 or AVX2
     /// where the processor has them; the fastest on a CPU); `cpu-bf16`, the same with conv2's
-    /// products in bfloat16 (evaluation only, on processors with AVX512_BF16, on AMX's tiles
-    /// where there are: faster, and close to but not the same numbers as `cpu`, nor the same
-    /// with AMX as without); `flex`, burn's own CPU backend through
+    /// products in bfloat16 (evaluation only, on processors with AVX512_BF16; where there is
+    /// AMX, on its tiles, with the first dense layer's products too: faster, and close to but
+    /// not the same numbers as `cpu`, nor the same with AMX as without); `flex`, burn's own
+    /// CPU backend through
     /// burn's autodiff (the code path a GPU run takes, on the CPU); `wgpu`, a GPU through burn
     /// (needs a build with `--features wgpu`). Checkpoints resume on any of them.
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]

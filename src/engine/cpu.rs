@@ -4,7 +4,7 @@
 use super::{Backend, Forward, StepOutcome, Trainer};
 use crate::checkpoint::TrainerState;
 use crate::error::Result;
-use crate::kernels::forward::{Dropout, Net};
+use crate::kernels::forward::{Bf16Weights, Dropout, Net};
 use crate::kernels::training;
 use crate::network::Params;
 use crate::optim::Adadelta;
@@ -60,23 +60,20 @@ impl Forward for CpuForward {
     }
 }
 
-/// Trained parameters, evaluated through our kernels with conv2's products in bfloat16.
-pub struct CpuBf16Forward(Params);
+/// Trained parameters, evaluated through our kernels with conv2's products in bfloat16 (and
+/// on AMX the first dense layer's too), the bf16 weights made once.
+pub struct CpuBf16Forward(Params, Bf16Weights);
 
 impl CpuBf16Forward {
     /// `None` where this processor lacks AVX512_BF16.
     pub fn new(params: Params) -> Option<CpuBf16Forward> {
-        Net::bf16(&params)?;
-        Some(CpuBf16Forward(params))
+        let weights = Bf16Weights::new(&params)?;
+        Some(CpuBf16Forward(params, weights))
     }
 }
 
 impl Forward for CpuBf16Forward {
     fn logits(&self, pixels: &[f32]) -> Vec<f32> {
-        match Net::bf16(&self.0) {
-            Some(net) => net.logits(pixels),
-            // `new` made sure of the instructions; they do not go away.
-            None => unreachable!("AVX512_BF16 was found when this engine was made"),
-        }
+        Net::bf16(&self.0, &self.1).logits(pixels)
     }
 }

@@ -6,11 +6,13 @@
 //! reused from pass to pass. The same pass in plain loops, layer by layer:
 //! [`crate::reference::forward`].
 
+use std::borrow::Cow;
+
 use rayon::prelude::*;
 
 use super::ConvLayout::{Burn, Gemm};
 use super::{
-    Buffer, C1, FEATURES, GROUP, conv1, dense, features, relayout, reuse, spare, winograd,
+    Buffer, C1, FEATURES, GROUP, amx, conv1, dense, features, relayout, reuse, spare, winograd,
 };
 use crate::network::{DROPOUT_HIDDEN, DROPOUT_POOLED, HIDDEN, PIXELS, Params};
 use crate::rng::splitmix64;
@@ -108,7 +110,27 @@ pub struct Net<'a> {
     /// conv1's weight as [9 × 32]: row (ky, kx), column output channel.
     w1: Vec<f32>,
     /// conv2's weight in Winograd's transformed domain (see [`winograd::Filters`]).
+    u2: Cow<'a, winograd::Filters>,
+    /// The first dense layer's weight in bf16 for AMX, where the bf16 pass runs on it.
+    dense1: Option<&'a amx::DenseWeights>,
+}
+
+/// What the bf16 evaluation multiplies by, made once per model: conv2's transformed filters
+/// in bf16 and, on processors with AMX, the first dense layer's weight in bf16 too.
+pub struct Bf16Weights {
     u2: winograd::Filters,
+    dense1: Option<amx::DenseWeights>,
+}
+
+impl Bf16Weights {
+    /// `None` where this processor lacks AVX512_BF16.
+    pub fn new(params: &Params) -> Option<Bf16Weights> {
+        let u2 = winograd::Filters::bf16(&params.conv2.weight)?;
+        let amx =
+            matches!(u2, winograd::Filters::Bf16 { unit, .. } if unit == winograd::bf16::Unit::Amx);
+        let dense1 = amx.then(|| amx::DenseWeights::pack(&params.dense1.weight, FEATURES, HIDDEN));
+        Some(Bf16Weights { u2, dense1 })
+    }
 }
 
 /// One forward pass.
@@ -134,19 +156,29 @@ pub(super) struct Trace {
 
 impl<'a> Net<'a> {
     pub fn new(params: &'a Params) -> Net<'a> {
-        Net::with(params, winograd::Filters::f32(&params.conv2.weight))
+        let u2 = Cow::Owned(winograd::Filters::f32(&params.conv2.weight));
+        Net::with(params, u2, None)
     }
 
-    /// [`Net::new`] with conv2's products in bfloat16 (f32 sums), or `None` where this
-    /// processor lacks AVX512_BF16. For evaluation only: faster, and not the f32 path's bytes.
-    pub fn bf16(params: &'a Params) -> Option<Net<'a>> {
-        let u2 = winograd::Filters::bf16(&params.conv2.weight)?;
-        Some(Net::with(params, u2))
+    /// [`Net::new`] with conv2's products in bfloat16 (f32 sums), and on AMX the first dense
+    /// layer's too: `weights`, made from `params`. For evaluation only: faster, and not the
+    /// f32 path's bytes.
+    pub fn bf16(params: &'a Params, weights: &'a Bf16Weights) -> Net<'a> {
+        Net::with(params, Cow::Borrowed(&weights.u2), weights.dense1.as_ref())
     }
 
-    fn with(params: &'a Params, u2: winograd::Filters) -> Net<'a> {
+    fn with(
+        params: &'a Params,
+        u2: Cow<'a, winograd::Filters>,
+        dense1: Option<&'a amx::DenseWeights>,
+    ) -> Net<'a> {
         let w1 = relayout(&params.conv1.weight, 1, C1, Burn, Gemm);
-        Net { params, w1, u2 }
+        Net {
+            params,
+            w1,
+            u2,
+            dense1,
+        }
     }
 
     /// The parameters this pass runs with.
@@ -176,7 +208,7 @@ impl<'a> Net<'a> {
         // Convolutions and the first dropout, for the group-th group of images.
         let conv = |group: usize, images: &[f32], out: &mut [f32], winner| {
             let conv1 = (self.w1.as_slice(), p.conv1.bias.as_slice());
-            let conv2 = (&self.u2, p.conv2.bias.as_slice());
+            let conv2 = (self.u2.as_ref(), p.conv2.bias.as_slice());
             features(images, conv1, conv2, out, winner);
             dropout.apply(Layer::Pooled, group * GROUP * FEATURES, out);
         };
@@ -202,7 +234,10 @@ impl<'a> Net<'a> {
         // Dense + ReLU, dropout, dense.
         let threads = rayon::current_num_threads();
         let (d1, d2) = (&p.dense1, &p.dense2);
-        let mut hidden = dense(&pooled, &d1.weight, &d1.bias, true, threads);
+        let mut hidden = match self.dense1 {
+            Some(w) => amx::dense(&pooled, w, &d1.bias, true),
+            None => dense(&pooled, &d1.weight, &d1.bias, true, threads),
+        };
         dropout.apply(Layer::Hidden, 0, &mut hidden);
         let logits = dense(&hidden, &d2.weight, &d2.bias, false, 1);
         Pass {

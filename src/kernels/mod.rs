@@ -40,6 +40,7 @@ macro_rules! simd_fn {
     (@output $ret:ty) => { $ret };
 }
 
+mod amx;
 pub mod forward;
 pub mod training;
 mod winograd;
@@ -211,6 +212,35 @@ simd_fn! {
                     }
                 }
             }
+        }
+    }
+}
+
+/// `x` rounded to bfloat16 (nearest even), two consecutive values to a 32-bit word, the first
+/// in the low half: the pairs AVX512_BF16's and AMX's dot products read. `x` is whole runs
+/// of 32. Only on processors with AVX512_BF16, which the bf16 paths check before they exist.
+fn bf16_pairs(x: &[f32], out: &mut [u32]) {
+    assert!(x.len().is_multiple_of(32) && out.len() == x.len() / 2);
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16") {
+        // SAFETY: the processor has the instructions, checked just above.
+        unsafe { bf16_pairs_avx512(x, out) };
+        return;
+    }
+    unreachable!("bf16 values are only made where AVX512_BF16 is");
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+fn bf16_pairs_avx512(x: &[f32], out: &mut [u32]) {
+    use std::arch::x86_64::*;
+    for (x, out) in x.chunks_exact(32).zip(out.chunks_exact_mut(16)) {
+        // SAFETY: 32 floats in, 16 words out; the two vector types are the same 512 bits.
+        unsafe {
+            let low = _mm512_loadu_ps(x.as_ptr());
+            let high = _mm512_loadu_ps(x[16..].as_ptr());
+            let packed: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(high, low));
+            _mm512_storeu_si512(out.as_mut_ptr().cast(), packed);
         }
     }
 }

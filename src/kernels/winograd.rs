@@ -74,6 +74,7 @@ pub(super) fn filters(w2: &[f32]) -> Buffer {
 }
 
 /// conv2's transformed filters, in the precision the products run in.
+#[derive(Clone)]
 pub(super) enum Filters {
     /// f32, as [`filters`] makes them.
     F32(Buffer),
@@ -356,7 +357,7 @@ pub(super) mod bf16 {
         pub(in crate::kernels) fn available(self) -> bool {
             match self {
                 Unit::Avx512 => avx512_bf16(),
-                Unit::Amx => avx512_bf16() && amx::available(),
+                Unit::Amx => avx512_bf16() && crate::kernels::amx::available(),
             }
         }
     }
@@ -381,29 +382,9 @@ pub(super) mod bf16 {
     impl Band {
         /// `v` [point][tile][32] (f32) rounded to bf16, nearest even.
         pub(super) fn pack(v: &[f32]) -> Band {
-            assert!(v.len() >= BF16_ROWS * ROW_INPUTS);
             let mut band = Band([[0; C1 / 2]; POINTS * BAND]);
-            #[cfg(target_arch = "x86_64")]
-            if avx512_bf16() {
-                // SAFETY: the processor has the instructions, checked just above.
-                unsafe { pack_avx512(v, &mut band) };
-                return band;
-            }
-            unreachable!("bf16 filters are only made where AVX512_BF16 is");
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    fn pack_avx512(v: &[f32], band: &mut Band) {
-        for (pairs, v) in band.0.iter_mut().zip(v.chunks_exact(C1)) {
-            // SAFETY: 16 floats from each half of `v`'s 32, and 16 words into `pairs`.
-            unsafe {
-                let low = _mm512_loadu_ps(v.as_ptr());
-                let high = _mm512_loadu_ps(v[C1 / 2..].as_ptr());
-                let packed = bits(_mm512_cvtne2ps_pbh(high, low));
-                _mm512_storeu_si512(pairs.as_mut_ptr().cast(), packed);
-            }
+            crate::kernels::bf16_pairs(&v[..BF16_ROWS * ROW_INPUTS], band.0.as_flattened_mut());
+            band
         }
     }
 
@@ -457,44 +438,8 @@ pub(super) mod bf16 {
     #[cfg(target_arch = "x86_64")]
     mod amx {
         use std::arch::asm;
-        use std::sync::OnceLock;
 
         use super::{BAND, Band, C1, C2, LANES, POINTS};
-
-        /// Whether the processor has AMX-BF16 and the operating system lets this process use
-        /// it. Linux gives a process AMX's 8 KB of tile state only once it asks
-        /// (`arch_prctl(ARCH_REQ_XCOMP_PERM)`), which this does, once.
-        pub(super) fn available() -> bool {
-            static AVAILABLE: OnceLock<bool> = OnceLock::new();
-            *AVAILABLE.get_or_init(|| {
-                // CPUID leaf 7: EDX bit 22 is AMX-BF16, bit 24 AMX-TILE.
-                let leaf = std::arch::x86_64::__cpuid_count(7, 0);
-                let cpu = leaf.edx >> 22 & 1 == 1 && leaf.edx >> 24 & 1 == 1;
-                cpu && granted()
-            })
-        }
-
-        #[cfg(target_os = "linux")]
-        fn granted() -> bool {
-            const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
-            const XFEATURE_XTILEDATA: libc::c_long = 18;
-            // SAFETY: a plain system call with two integer arguments; it changes only which
-            // register state this process may use.
-            let rc = unsafe {
-                libc::syscall(
-                    libc::SYS_arch_prctl,
-                    ARCH_REQ_XCOMP_PERM,
-                    XFEATURE_XTILEDATA,
-                )
-            };
-            rc == 0
-        }
-
-        /// Elsewhere we do not know how to ask, so the tiles stay unused.
-        #[cfg(not(target_os = "linux"))]
-        fn granted() -> bool {
-            false
-        }
 
         /// The tiles' shapes (`ldtilecfg`'s 64 bytes, palette 1), 64 bytes a row each. Two
         /// sets, so that one point's multiply overlaps the next's loads and stores: products
@@ -568,26 +513,11 @@ pub(super) mod bf16 {
         }
     }
 
-    #[cfg(not(target_arch = "x86_64"))]
-    mod amx {
-        pub(super) fn available() -> bool {
-            false
-        }
-    }
-
-    /// 32 bf16 values as the 512 bits they are.
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    fn bits(x: __m512bh) -> __m512i {
-        // SAFETY: both are plain 512-bit vectors; every bit pattern is valid in either.
-        unsafe { std::mem::transmute(x) }
-    }
-
     /// 512 bits as the 32 bf16 values they hold.
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     fn bf16s(x: __m512i) -> __m512bh {
-        // SAFETY: as in `bits`.
+        // SAFETY: both are plain 512-bit vectors; every bit pattern is valid in either.
         unsafe { std::mem::transmute(x) }
     }
 }

@@ -1,0 +1,269 @@
+//! AMX, the tile multiplier of Intel's server processors since Sapphire Rapids: whether this
+//! process may use it, and the first dense layer of `cpu-bf16` evaluation on it (conv2's
+//! products on it live with the rest of the Winograd code, `winograd::bf16`).
+//!
+//! A tile is up to 16 rows of 64 bytes. `tdpbf16ps` multiplies a tile of 16 rows × 32 bf16
+//! by one of 16 pairs of rows × 16 columns (bf16 pairs, even row in the low half) and adds
+//! the 16 × 16 products into an f32 tile: 8,192 multiply-adds in one instruction. Rust's AMX
+//! intrinsics are not stable, so the tile instructions are `asm!`.
+
+use rayon::prelude::*;
+
+/// Whether the processor has AMX-BF16 and the operating system lets this process use it.
+/// Linux gives a process AMX's 8 KB of tile state only once it asks
+/// (`arch_prctl(ARCH_REQ_XCOMP_PERM)`), which this does, once.
+pub(super) fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVAILABLE.get_or_init(|| {
+            // CPUID leaf 7: EDX bit 22 is AMX-BF16, bit 24 AMX-TILE; the dense layer's
+            // rounding to bf16 uses AVX512_BF16, which every AMX processor has.
+            let leaf = std::arch::x86_64::__cpuid_count(7, 0);
+            let cpu = leaf.edx >> 22 & 1 == 1 && leaf.edx >> 24 & 1 == 1;
+            cpu && is_x86_feature_detected!("avx512bf16") && granted()
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn granted() -> bool {
+    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+    const XFEATURE_XTILEDATA: libc::c_long = 18;
+    // SAFETY: a plain system call with two integer arguments; it changes only which register
+    // state this process may use.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_arch_prctl,
+            ARCH_REQ_XCOMP_PERM,
+            XFEATURE_XTILEDATA,
+        )
+    };
+    rc == 0
+}
+
+/// Elsewhere we do not know how to ask, so the tiles stay unused.
+#[cfg(all(target_arch = "x86_64", not(target_os = "linux")))]
+fn granted() -> bool {
+    false
+}
+
+/// Rows of a tile, and images per block of the dense layer.
+const ROWS: usize = 16;
+/// Output columns per multiply: a row of 64 bytes of f32.
+const COLUMNS: usize = 16;
+/// Input pairs a multiply takes: a row of 64 bytes of bf16.
+const PAIRS: usize = 16;
+/// Input pairs per pass over the blocks: 512 pairs × 128 outputs of weights (256 KB) stay in
+/// L2 while every block of images goes through them.
+const CHUNK: usize = 512;
+/// Blocks of 16 images per parallel task.
+const TASK: usize = 4;
+
+/// A dense layer's weight [inputs × outputs] in bf16 (nearest even), as AMX's B tiles read
+/// it: [inputs / 2][outputs] pairs, the even input in the low half.
+pub(super) struct DenseWeights {
+    words: Vec<u32>,
+    inputs: usize,
+    outputs: usize,
+}
+
+impl DenseWeights {
+    /// `w` [inputs × outputs], row-major; `inputs` a multiple of 32, `outputs` of 64.
+    pub(super) fn pack(w: &[f32], inputs: usize, outputs: usize) -> DenseWeights {
+        assert!(inputs.is_multiple_of(2 * PAIRS) && outputs.is_multiple_of(4 * COLUMNS));
+        assert_eq!(w.len(), inputs * outputs);
+        let half = |v: f32| u32::from(half::bf16::from_f32(v).to_bits());
+        let mut words = vec![0u32; inputs / 2 * outputs];
+        for (pair, out) in words.chunks_exact_mut(outputs).enumerate() {
+            let (even, odd) = (&w[2 * pair * outputs..], &w[(2 * pair + 1) * outputs..]);
+            for ((o, &e), &d) in out.iter_mut().zip(even).zip(odd) {
+                *o = half(e) | half(d) << 16;
+            }
+        }
+        DenseWeights {
+            words,
+            inputs,
+            outputs,
+        }
+    }
+}
+
+/// `x` [rows × inputs] · `w` + `bias`, then ReLU if asked, with `x` and `w` in bf16 and the
+/// sums in f32: [`super::dense`] on AMX. Only where [`available`] said yes.
+pub(super) fn dense(x: &[f32], w: &DenseWeights, bias: &[f32], relu: bool) -> Vec<f32> {
+    assert!(available() && bias.len() == w.outputs && x.len().is_multiple_of(w.inputs));
+    let (inputs, outputs) = (w.inputs, w.outputs);
+    let rows = x.len() / inputs;
+    // Whole blocks of 16 images: the rows past `rows` stay zero and are dropped at the end.
+    let padded = rows.div_ceil(ROWS) * ROWS;
+    let mut a = vec![0u32; padded * inputs / 2];
+    a.par_chunks_mut(inputs / 2)
+        .zip(x.par_chunks(inputs))
+        .for_each(|(a, x)| super::bf16_pairs(x, a));
+    let mut out = vec![0f32; padded * outputs];
+    out.par_chunks_mut(TASK * ROWS * outputs)
+        .zip(a.par_chunks(TASK * ROWS * inputs / 2))
+        // SAFETY: `available` said yes above; the blocks are whole, and `w` was packed for
+        // these shapes.
+        .for_each(|(out, a)| unsafe { products(a, w, out) });
+    out.truncate(rows * outputs);
+    for row in out.chunks_exact_mut(outputs) {
+        for (v, b) in row.iter_mut().zip(bias) {
+            *v += b;
+            if relu {
+                *v = v.max(0.0);
+            }
+        }
+    }
+    out
+}
+
+/// The tiles' shapes (`ldtilecfg`'s 64 bytes, palette 1): every tile 16 rows of 64 bytes.
+/// tmm0-3 the sums of a block of 16 images for 64 outputs, tmm4 the images' inputs, tmm5-7
+/// the weights.
+#[cfg(target_arch = "x86_64")]
+#[repr(C, align(64))]
+struct Config([u8; 64]);
+
+#[cfg(target_arch = "x86_64")]
+const CONFIG: Config = {
+    let mut c = [0u8; 64];
+    c[0] = 1;
+    let mut t = 0;
+    while t < 8 {
+        c[16 + 2 * t] = 64;
+        c[48 + t] = ROWS as u8;
+        t += 1;
+    }
+    Config(c)
+};
+
+/// `out` [blocks × 16 × outputs] += `a` [blocks × 16 × inputs/2 pairs] · `w`, a chunk of
+/// inputs at a time over all the blocks, the sums going through memory between chunks.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn products(a: &[u32], w: &DenseWeights, out: &mut [f32]) {
+    use std::arch::asm;
+    let (pairs, outputs) = (w.inputs / 2, w.outputs);
+    let blocks = a.len() / (ROWS * pairs);
+    assert!(a.len() == blocks * ROWS * pairs && out.len() == blocks * ROWS * outputs);
+    // Bytes between rows: of the inputs, and of the weights and the sums.
+    let (a_row, w_row) = (pairs * 4, outputs * 4);
+    // SAFETY: the caller guarantees AMX; the configuration is a valid palette-1 one.
+    unsafe { asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack)) };
+    for first in (0..pairs).step_by(CHUNK) {
+        let last = (first + CHUNK).min(pairs);
+        for block in 0..blocks {
+            for column in (0..outputs).step_by(4 * COLUMNS) {
+                let sums = out[block * ROWS * outputs + column..].as_mut_ptr();
+                // SAFETY: four tiles of 16 rows × 16 floats, `outputs` apart, inside the
+                // block's rows of `out` (column + 64 <= outputs).
+                unsafe {
+                    asm!(
+                        "tileloadd tmm0, [{c} + {row}*1]",
+                        "tileloadd tmm1, [{c} + {row}*1 + 64]",
+                        "tileloadd tmm2, [{c} + {row}*1 + 128]",
+                        "tileloadd tmm3, [{c} + {row}*1 + 192]",
+                        c = in(reg) sums,
+                        row = in(reg) w_row,
+                        options(nostack),
+                    );
+                }
+                for pair in (first..last).step_by(PAIRS) {
+                    let x = a[block * ROWS * pairs + pair..].as_ptr();
+                    let ws = w.words[pair * outputs + column..].as_ptr();
+                    // SAFETY: the input tile reads 16 rows of 16 words, `pairs` apart, inside
+                    // the block's rows of `a` (pair + 16 <= pairs); each weight tile 16 rows
+                    // of 16 words, `outputs` apart, inside `w` (pair + 16 <= pairs,
+                    // column + 64 <= outputs).
+                    unsafe {
+                        asm!(
+                            "tileloadd tmm4, [{x} + {a_row}*1]",
+                            "tileloadd tmm5, [{w} + {w_row}*1]",
+                            "tdpbf16ps tmm0, tmm4, tmm5",
+                            "tileloadd tmm6, [{w} + {w_row}*1 + 64]",
+                            "tdpbf16ps tmm1, tmm4, tmm6",
+                            "tileloadd tmm7, [{w} + {w_row}*1 + 128]",
+                            "tdpbf16ps tmm2, tmm4, tmm7",
+                            "tileloadd tmm5, [{w} + {w_row}*1 + 192]",
+                            "tdpbf16ps tmm3, tmm4, tmm5",
+                            x = in(reg) x,
+                            w = in(reg) ws,
+                            a_row = in(reg) a_row,
+                            w_row = in(reg) w_row,
+                            options(nostack),
+                        );
+                    }
+                }
+                // SAFETY: as the loads above.
+                unsafe {
+                    asm!(
+                        "tilestored [{c} + {row}*1], tmm0",
+                        "tilestored [{c} + {row}*1 + 64], tmm1",
+                        "tilestored [{c} + {row}*1 + 128], tmm2",
+                        "tilestored [{c} + {row}*1 + 192], tmm3",
+                        c = in(reg) sums,
+                        row = in(reg) w_row,
+                        options(nostack),
+                    );
+                }
+            }
+        }
+    }
+    // SAFETY: gives the tile state back; nothing reads the tiles after this.
+    unsafe { asm!("tilerelease", options(nostack)) };
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn products(a: &[u32], w: &DenseWeights, out: &mut [f32]) {
+    unreachable!(
+        "AMX is x86-64's ({} {} {})",
+        a.len(),
+        w.words.len(),
+        out.len()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference::testing::random;
+
+    /// The dense layer on AMX against the f32 reference: within bf16's rounding of inputs
+    /// and weights, for a partial last block and both ReLU settings.
+    #[test]
+    fn dense_is_close_to_its_reference_layer() {
+        if !available() {
+            eprintln!("skipped: this processor (or operating system) has no AMX-BF16 to test");
+            return;
+        }
+        // 37 rows: two whole blocks of 16 and a partial one; inputs span three chunks.
+        let (rows, inputs, outputs) = (37, 2 * CHUNK * 2 + 64, 128);
+        let x = random(rows * inputs, (-1.0, 1.0), 4);
+        let w = random(inputs * outputs, (-0.1, 0.1), 5);
+        let b = random(outputs, (-0.5, 0.5), 6);
+        let packed = DenseWeights::pack(&w, inputs, outputs);
+        let want = crate::reference::dense_forward(&x, &w, &b);
+        let got = dense(&x, &packed, &b, false);
+        assert_eq!(got.len(), want.len());
+        // Each product's two factors within 2^-9 of theirs: the sum's error is about
+        // 2^-8 × sqrt(inputs) × |x| |w| at most by chance; far below a misplaced tile's.
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let mut largest = 0f32;
+        for (g, w) in got.iter().zip(&want) {
+            largest = largest.max((g - w).abs() / scale);
+        }
+        eprintln!("bf16 dense on AMX: largest error {largest:.2e} of the largest output");
+        assert!(largest < 2e-2, "{largest}");
+        assert_ne!(got, want);
+        let relu = dense(&x, &packed, &b, true);
+        for (r, g) in relu.iter().zip(&got) {
+            assert_eq!(*r, g.max(0.0));
+        }
+    }
+}
