@@ -2,8 +2,9 @@
 //! `eval`, `predict`): channels-last convolutions, parallel over groups of images.
 //!
 //! conv1 is a direct loop, conv2 is Winograd's F(4x4, 3x3) fused with the max-pool, bias and
-//! ReLU (`winograd.rs`), the dense layers are GEMMs over the batch, and the large buffers are
-//! reused from pass to pass. The same pass in plain loops, layer by layer:
+//! ReLU (`winograd.rs`), the dense layers are GEMMs over the batch (in the bf16 evaluation on
+//! a processor with AMX, the first on its tiles: `amx.rs`), and the large buffers are reused
+//! from pass to pass. The same pass in plain loops, layer by layer:
 //! [`crate::reference::forward`].
 
 use std::borrow::Cow;

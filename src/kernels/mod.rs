@@ -1,7 +1,8 @@
 //! Hand-written CPU kernels for paths where burn's generic `flex` ops leave most of the
 //! machine idle: the forward pass, with or without dropout ([`forward`]), which evaluation,
 //! prediction and training share, and the training step's backward pass ([`training`]). Each
-//! kernel is tested against burn's own ops on random inputs.
+//! kernel is tested against burn's own ops or the reference layers on random inputs. The
+//! opt-in bf16 evaluation runs on AVX512_BF16, or on AMX's tiles where there are (`amx.rs`).
 //!
 //! The boundary: kernels take and return plain `f32` slices in row-major layouts stated at
 //! each function; nothing here knows about burn tensors. Parameters cross it as
