@@ -79,8 +79,8 @@ pub(super) enum Filters {
     /// f32, as [`filters`] makes them.
     F32(Buffer),
     /// bfloat16 (rounded to nearest from the f32 ones), two input channels to a 32-bit word,
-    /// the even one in the low half: [point][input channel pair][output channel], the layout
-    /// both `vdpbf16ps` and AMX's `tdpbf16ps` read. Only made where the processor has
+    /// the even one in the low half: [point][16 output channels][input channel pair][16], so
+    /// that what a multiply reads (a vector for `vdpbf16ps`, an AMX tile) is one 1 KB run. Only made where the processor has
     /// AVX512_BF16 (see [`Filters::bf16`]); `unit` says which instructions multiply them.
     Bf16 { words: Vec<u32>, unit: bf16::Unit },
 }
@@ -105,14 +105,12 @@ impl Filters {
         let u = filters(w2);
         let half = |v: f32| u32::from(half::bf16::from_f32(v).to_bits());
         let mut words = vec![0u32; POINTS * C1 / 2 * C2];
-        for (point, out) in words.chunks_exact_mut(C1 / 2 * C2).enumerate() {
-            let u = &u[point * C1 * C2..][..C1 * C2];
-            for (pair, out) in out.chunks_exact_mut(C2).enumerate() {
-                let (even, odd) = (&u[2 * pair * C2..][..C2], &u[(2 * pair + 1) * C2..][..C2]);
-                for ((w, &e), &o) in out.iter_mut().zip(even).zip(odd) {
-                    *w = half(e) | half(o) << 16;
-                }
-            }
+        for (at, w) in words.iter_mut().enumerate() {
+            // `at` is ((point × 4 + group) × 16 + pair) × 16 + lane.
+            let (lane, pair) = (at % LANES, at / LANES % (C1 / 2));
+            let (group, point) = (at / (LANES * C1 / 2) % (C2 / LANES), at / (C1 / 2 * C2));
+            let u = |c: usize| u[(point * C1 + c) * C2 + group * LANES + lane];
+            *w = half(u(2 * pair)) | half(u(2 * pair + 1)) << 16;
         }
         Some(Filters::Bf16 { words, unit })
     }
@@ -416,10 +414,10 @@ pub(super) mod bf16 {
             .chunks_exact(BAND)
             .zip(m.chunks_exact_mut(BAND * LANES));
         for (point, (pairs, m)) in points.enumerate() {
-            let u = &u[point * C1 / 2 * C2 + first..];
+            let u = &u[point * C1 / 2 * C2 + first * C1 / 2..][..C1 / 2 * LANES];
             let mut acc = [_mm512_setzero_ps(); BAND];
             for pair in 0..C1 / 2 {
-                let w = &u[pair * C2..][..LANES];
+                let w = &u[pair * LANES..][..LANES];
                 // SAFETY: 16 words of `u`.
                 let w = bf16s(unsafe { _mm512_loadu_si512(w.as_ptr().cast()) });
                 for (a, pairs) in acc.iter_mut().zip(pairs) {
@@ -467,31 +465,30 @@ pub(super) mod bf16 {
         /// See [`super::products`]; the caller has checked the slices' lengths.
         #[target_feature(enable = "avx512f,avx512bf16")]
         pub(super) unsafe fn products(band: &Band, u: &[u32], first: usize, m: &mut [f32]) {
-            // Bytes between rows: of the filters (64 output channels), of the inputs and
-            // products (16 words).
-            let (filters, rows) = (C2 * 4, LANES * 4);
+            // Bytes between rows of every tile: 16 words.
+            let rows = LANES * 4;
             // SAFETY: the caller guarantees AMX-BF16 and the OS's leave; the configuration
             // is a valid palette-1 one.
             unsafe { asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack)) };
             for point in (0..POINTS).step_by(2) {
                 let mut at = |p: usize| {
                     let a = band.0[p * BAND..][..BAND].as_ptr();
-                    let u = u[p * C1 / 2 * C2 + first..][..(C1 / 2 - 1) * C2 + LANES].as_ptr();
+                    let u = u[p * C1 / 2 * C2 + first * C1 / 2..][..C1 / 2 * LANES].as_ptr();
                     let m = m[p * BAND * LANES..][..BAND * LANES].as_mut_ptr();
                     (a, u, m)
                 };
                 let ((a0, u0, m0), (a1, u1, m1)) = (at(point), at(point + 1));
                 // SAFETY: each input tile reads a point's 12 × 64 bytes of `band`; each
-                // filter tile 16 rows of 64 bytes, 256 apart, inside `u` (sliced above); each
+                // filter tile 16 rows of 64 bytes in a row, inside `u` (sliced above); each
                 // product tile writes 12 rows of 64 bytes inside the point's part of `m`.
                 unsafe {
                     asm!(
                         "tilezero tmm0",
                         "tileloadd tmm1, [{a0} + {rows}*1]",
-                        "tileloadd tmm2, [{u0} + {filters}*1]",
+                        "tileloadd tmm2, [{u0} + {rows}*1]",
                         "tilezero tmm3",
                         "tileloadd tmm4, [{a1} + {rows}*1]",
-                        "tileloadd tmm5, [{u1} + {filters}*1]",
+                        "tileloadd tmm5, [{u1} + {rows}*1]",
                         "tdpbf16ps tmm0, tmm1, tmm2",
                         "tdpbf16ps tmm3, tmm4, tmm5",
                         "tilestored [{m0} + {rows}*1], tmm0",
@@ -503,7 +500,6 @@ pub(super) mod bf16 {
                         u1 = in(reg) u1,
                         m1 = in(reg) m1,
                         rows = in(reg) rows,
-                        filters = in(reg) filters,
                         options(nostack),
                     );
                 }
