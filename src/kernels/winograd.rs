@@ -79,9 +79,10 @@ pub(super) enum Filters {
     /// f32, as [`filters`] makes them.
     F32(Buffer),
     /// bfloat16 (rounded to nearest from the f32 ones), two input channels to a 32-bit word,
-    /// the even one in the low half: [point][16 output channels][input channel pair][16], so
-    /// that what a multiply reads (a vector for `vdpbf16ps`, an AMX tile) is one 1 KB run. Only made where the processor has
-    /// AVX512_BF16 (see [`Filters::bf16`]); `unit` says which instructions multiply them.
+    /// the even one in the low half: [point][group of 16 output channels][input channel
+    /// pair][16], so that what a multiply reads (a run of vectors for `vdpbf16ps`, an AMX
+    /// tile) is 1 KB in a row. Only made where the processor has AVX512_BF16 (see
+    /// [`Filters::bf16`]); `unit` says which instructions multiply them.
     Bf16 { words: Vec<u32>, unit: bf16::Unit },
 }
 
@@ -386,8 +387,8 @@ pub(super) mod bf16 {
         }
     }
 
-    /// `m` [point][tile][16] = `band` [point][tile][16 pairs] · `u` [point][16 pairs][64] for
-    /// the 16 output channels from `first` on, sums in f32. Reached only through
+    /// `m` [point][tile][16] = `band` [point][tile][16 pairs] · `u` [point][group][16 pairs]
+    /// [16] for the group of 16 output channels from `first` on, sums in f32. Reached only through
     /// [`super::Filters::Bf16`], whose unit was available.
     pub(super) fn products(unit: Unit, band: &Band, u: &[u32], first: usize, m: &mut [f32]) {
         assert!(u.len() == POINTS * C1 / 2 * C2 && first.is_multiple_of(LANES) && first < C2);
