@@ -117,14 +117,7 @@ pub(super) fn dense(x: &[f32], w: &DenseWeights, bias: &[f32], relu: bool) -> Ve
         .for_each(|(out, a)| unsafe { products(a, w, out) });
     super::spare(space);
     out.truncate(rows * outputs);
-    for row in out.chunks_exact_mut(outputs) {
-        for (v, b) in row.iter_mut().zip(bias) {
-            *v += b;
-            if relu {
-                *v = v.max(0.0);
-            }
-        }
-    }
+    super::bias_relu(&mut out, bias, relu);
     out
 }
 

@@ -362,7 +362,13 @@ fn dense(input: &[f32], weights: &[f32], bias: &[f32], relu: bool, threads: usiz
         false,
         threads,
     );
-    for row in out.chunks_mut(outputs) {
+    bias_relu(&mut out, bias, relu);
+    out
+}
+
+/// Adds `bias` to each row of a dense layer's outputs `out`, then ReLU if asked.
+fn bias_relu(out: &mut [f32], bias: &[f32], relu: bool) {
+    for row in out.chunks_exact_mut(bias.len()) {
         for (v, b) in row.iter_mut().zip(bias) {
             *v += b;
             if relu {
@@ -370,7 +376,6 @@ fn dense(input: &[f32], weights: &[f32], bias: &[f32], relu: bool, threads: usiz
             }
         }
     }
-    out
 }
 
 #[cfg(test)]
