@@ -21,7 +21,7 @@ pub(super) fn available() -> bool {
             // rounding to bf16 uses AVX512_BF16, which every AMX processor has.
             let leaf = std::arch::x86_64::__cpuid_count(7, 0);
             let cpu = leaf.edx >> 22 & 1 == 1 && leaf.edx >> 24 & 1 == 1;
-            cpu && is_x86_feature_detected!("avx512bf16") && granted()
+            cpu && super::avx512_bf16() && granted()
         })
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -121,25 +121,46 @@ pub(super) fn dense(x: &[f32], w: &DenseWeights, bias: &[f32], relu: bool) -> Ve
     out
 }
 
-/// The tiles' shapes (`ldtilecfg`'s 64 bytes, palette 1): every tile 16 rows of 64 bytes.
-/// tmm0-3 the sums of a block of 16 images for 64 outputs, tmm4 the images' inputs, tmm5-7
-/// the weights.
+/// The tiles' shapes, as `ldtilecfg` reads them (64 bytes, palette 1).
 #[cfg(target_arch = "x86_64")]
 #[repr(C, align(64))]
-struct Config([u8; 64]);
+pub(super) struct TileConfig([u8; 64]);
 
 #[cfg(target_arch = "x86_64")]
-const CONFIG: Config = {
-    let mut c = [0u8; 64];
-    c[0] = 1;
-    let mut t = 0;
-    while t < 8 {
-        c[16 + 2 * t] = 64;
-        c[48 + t] = ROWS as u8;
-        t += 1;
+impl TileConfig {
+    /// Tiles tmm0.. with `rows[t]` rows of 64 bytes each (0: tile unused).
+    pub(super) const fn new(rows: [u8; 8]) -> TileConfig {
+        let mut c = [0u8; 64];
+        c[0] = 1;
+        let mut t = 0;
+        while t < 8 {
+            if rows[t] > 0 {
+                c[16 + 2 * t] = 64;
+                c[48 + t] = rows[t];
+            }
+            t += 1;
+        }
+        TileConfig(c)
     }
-    Config(c)
-};
+
+    /// Runs `work` with the tiles configured so, and gives the tile state back after.
+    ///
+    /// # Safety
+    /// The processor has AMX and the operating system has granted it ([`available`]).
+    #[inline(always)]
+    pub(super) unsafe fn with(&self, work: impl FnOnce()) {
+        // SAFETY: the caller guarantees AMX; the configuration is a valid palette-1 one.
+        unsafe { std::arch::asm!("ldtilecfg [{}]", in(reg) self.0.as_ptr(), options(nostack)) };
+        work();
+        // SAFETY: gives the tile state back; nothing reads the tiles after `work`.
+        unsafe { std::arch::asm!("tilerelease", options(nostack)) };
+    }
+}
+
+/// The dense layer's tiles, 16 rows each: tmm0-3 the sums of a block of 16 images for 64
+/// outputs, tmm4 the images' inputs, tmm5-7 the weights.
+#[cfg(target_arch = "x86_64")]
+const DENSE_TILES: TileConfig = TileConfig::new([ROWS as u8; 8]);
 
 /// `out` [blocks × 16 × outputs] += `a` [blocks × 16 × inputs/2 pairs] · `w`, a chunk of
 /// inputs at a time over all the blocks, the sums going through memory between chunks.
@@ -152,69 +173,69 @@ unsafe fn products(a: &[u32], w: &DenseWeights, out: &mut [f32]) {
     assert!(a.len() == blocks * ROWS * pairs && out.len() == blocks * ROWS * outputs);
     // Bytes between rows: of the inputs, and of the weights and the sums.
     let (a_row, w_row) = (pairs * 4, outputs * 4);
-    // SAFETY: the caller guarantees AMX; the configuration is a valid palette-1 one.
-    unsafe { asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack)) };
-    for first in (0..pairs).step_by(CHUNK) {
-        let last = (first + CHUNK).min(pairs);
-        for block in 0..blocks {
-            for column in (0..outputs).step_by(4 * COLUMNS) {
-                let sums = out[block * ROWS * outputs + column..].as_mut_ptr();
-                // SAFETY: four tiles of 16 rows × 16 floats, `outputs` apart, inside the
-                // block's rows of `out` (column + 64 <= outputs).
-                unsafe {
-                    asm!(
-                        "tileloadd tmm0, [{c} + {row}*1]",
-                        "tileloadd tmm1, [{c} + {row}*1 + 64]",
-                        "tileloadd tmm2, [{c} + {row}*1 + 128]",
-                        "tileloadd tmm3, [{c} + {row}*1 + 192]",
-                        c = in(reg) sums,
-                        row = in(reg) w_row,
-                        options(nostack),
-                    );
-                }
-                for pair in (first..last).step_by(PAIRS) {
-                    let x = a[block * ROWS * pairs + pair..].as_ptr();
-                    let ws = w.words[pair * outputs + column..].as_ptr();
-                    // SAFETY: the input tile reads 16 rows of 16 words, `pairs` apart, inside
-                    // the block's rows of `a` (pair + 16 <= pairs); each weight tile 16 rows
-                    // of 16 words, `outputs` apart, inside `w` (pair + 16 <= pairs,
-                    // column + 64 <= outputs).
+    let work = || {
+        for first in (0..pairs).step_by(CHUNK) {
+            let last = (first + CHUNK).min(pairs);
+            for block in 0..blocks {
+                for column in (0..outputs).step_by(4 * COLUMNS) {
+                    let sums = out[block * ROWS * outputs + column..].as_mut_ptr();
+                    // SAFETY: four tiles of 16 rows × 16 floats, `outputs` apart, inside the
+                    // block's rows of `out` (column + 64 <= outputs).
                     unsafe {
                         asm!(
-                            "tileloadd tmm4, [{x} + {a_row}*1]",
-                            "tileloadd tmm5, [{w} + {w_row}*1]",
-                            "tdpbf16ps tmm0, tmm4, tmm5",
-                            "tileloadd tmm6, [{w} + {w_row}*1 + 64]",
-                            "tdpbf16ps tmm1, tmm4, tmm6",
-                            "tileloadd tmm7, [{w} + {w_row}*1 + 128]",
-                            "tdpbf16ps tmm2, tmm4, tmm7",
-                            "tileloadd tmm5, [{w} + {w_row}*1 + 192]",
-                            "tdpbf16ps tmm3, tmm4, tmm5",
-                            x = in(reg) x,
-                            w = in(reg) ws,
-                            a_row = in(reg) a_row,
-                            w_row = in(reg) w_row,
+                            "tileloadd tmm0, [{c} + {row}*1]",
+                            "tileloadd tmm1, [{c} + {row}*1 + 64]",
+                            "tileloadd tmm2, [{c} + {row}*1 + 128]",
+                            "tileloadd tmm3, [{c} + {row}*1 + 192]",
+                            c = in(reg) sums,
+                            row = in(reg) w_row,
+                            options(nostack),
+                        );
+                    }
+                    for pair in (first..last).step_by(PAIRS) {
+                        let x = a[block * ROWS * pairs + pair..].as_ptr();
+                        let ws = w.words[pair * outputs + column..].as_ptr();
+                        // SAFETY: the input tile reads 16 rows of 16 words, `pairs` apart, inside
+                        // the block's rows of `a` (pair + 16 <= pairs); each weight tile 16 rows
+                        // of 16 words, `outputs` apart, inside `w` (pair + 16 <= pairs,
+                        // column + 64 <= outputs).
+                        unsafe {
+                            asm!(
+                                "tileloadd tmm4, [{x} + {a_row}*1]",
+                                "tileloadd tmm5, [{w} + {w_row}*1]",
+                                "tdpbf16ps tmm0, tmm4, tmm5",
+                                "tileloadd tmm6, [{w} + {w_row}*1 + 64]",
+                                "tdpbf16ps tmm1, tmm4, tmm6",
+                                "tileloadd tmm7, [{w} + {w_row}*1 + 128]",
+                                "tdpbf16ps tmm2, tmm4, tmm7",
+                                "tileloadd tmm5, [{w} + {w_row}*1 + 192]",
+                                "tdpbf16ps tmm3, tmm4, tmm5",
+                                x = in(reg) x,
+                                w = in(reg) ws,
+                                a_row = in(reg) a_row,
+                                w_row = in(reg) w_row,
+                                options(nostack),
+                            );
+                        }
+                    }
+                    // SAFETY: as the loads above.
+                    unsafe {
+                        asm!(
+                            "tilestored [{c} + {row}*1], tmm0",
+                            "tilestored [{c} + {row}*1 + 64], tmm1",
+                            "tilestored [{c} + {row}*1 + 128], tmm2",
+                            "tilestored [{c} + {row}*1 + 192], tmm3",
+                            c = in(reg) sums,
+                            row = in(reg) w_row,
                             options(nostack),
                         );
                     }
                 }
-                // SAFETY: as the loads above.
-                unsafe {
-                    asm!(
-                        "tilestored [{c} + {row}*1], tmm0",
-                        "tilestored [{c} + {row}*1 + 64], tmm1",
-                        "tilestored [{c} + {row}*1 + 128], tmm2",
-                        "tilestored [{c} + {row}*1 + 192], tmm3",
-                        c = in(reg) sums,
-                        row = in(reg) w_row,
-                        options(nostack),
-                    );
-                }
             }
         }
-    }
-    // SAFETY: gives the tile state back; nothing reads the tiles after this.
-    unsafe { asm!("tilerelease", options(nostack)) };
+    };
+    // SAFETY: the caller guarantees AMX.
+    unsafe { DENSE_TILES.with(work) };
 }
 
 #[cfg(not(target_arch = "x86_64"))]

@@ -223,12 +223,25 @@ simd_fn! {
 fn bf16_pairs(x: &[f32], out: &mut [u32]) {
     assert!(x.len().is_multiple_of(32) && out.len() == x.len() / 2);
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16") {
+    if avx512_bf16() {
         // SAFETY: the processor has the instructions, checked just above.
         unsafe { bf16_pairs_avx512(x, out) };
         return;
     }
     unreachable!("bf16 values are only made where AVX512_BF16 is");
+}
+
+/// Whether this processor has AVX-512 with AVX512_BF16, which both bf16 paths (and the
+/// rounding to bf16 they share) run on.
+fn avx512_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -355,20 +355,9 @@ pub(super) mod bf16 {
         /// Whether this processor (and, for AMX, the operating system) lets us run it.
         pub(in crate::kernels) fn available(self) -> bool {
             match self {
-                Unit::Avx512 => avx512_bf16(),
-                Unit::Amx => avx512_bf16() && crate::kernels::amx::available(),
+                Unit::Avx512 => crate::kernels::avx512_bf16(),
+                Unit::Amx => crate::kernels::amx::available(),
             }
-        }
-    }
-
-    fn avx512_bf16() -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
         }
     }
 
@@ -439,28 +428,14 @@ pub(super) mod bf16 {
         use std::arch::asm;
 
         use super::{BAND, Band, C1, C2, LANES, POINTS};
+        use crate::kernels::amx::TileConfig;
 
-        /// The tiles' shapes (`ldtilecfg`'s 64 bytes, palette 1), 64 bytes a row each. Two
-        /// sets, so that one point's multiply overlaps the next's loads and stores: products
-        /// tmm0 and tmm3 (12 tiles × 16 f32), inputs tmm1 and tmm4 (12 tiles × 16 bf16
-        /// pairs), filters tmm2 and tmm5 (16 pairs × 16 output channels).
-        #[repr(C, align(64))]
-        struct Config([u8; 64]);
-
-        const CONFIG: Config = {
-            let mut c = [0u8; 64];
-            c[0] = 1;
-            let mut t = 0;
-            while t < 6 {
-                c[16 + 2 * t] = 64;
-                c[48 + t] = if t % 3 == 2 {
-                    (C1 / 2) as u8
-                } else {
-                    BAND as u8
-                };
-                t += 1;
-            }
-            Config(c)
+        /// The tiles, two sets so that one point's multiply overlaps the next's loads and
+        /// stores: products tmm0 and tmm3 (12 tiles × 16 f32), inputs tmm1 and tmm4 (12
+        /// tiles × 16 bf16 pairs), filters tmm2 and tmm5 (16 pairs × 16 output channels).
+        const CONFIG: TileConfig = {
+            let (tiles, pairs) = (BAND as u8, (C1 / 2) as u8);
+            TileConfig::new([tiles, tiles, pairs, tiles, tiles, pairs, 0, 0])
         };
 
         /// See [`super::products`]; the caller has checked the slices' lengths.
@@ -468,45 +443,44 @@ pub(super) mod bf16 {
         pub(super) unsafe fn products(band: &Band, u: &[u32], first: usize, m: &mut [f32]) {
             // Bytes between rows of every tile: 16 words.
             let rows = LANES * 4;
-            // SAFETY: the caller guarantees AMX-BF16 and the OS's leave; the configuration
-            // is a valid palette-1 one.
-            unsafe { asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack)) };
-            for point in (0..POINTS).step_by(2) {
-                let mut at = |p: usize| {
-                    let a = band.0[p * BAND..][..BAND].as_ptr();
-                    let u = u[p * C1 / 2 * C2 + first * C1 / 2..][..C1 / 2 * LANES].as_ptr();
-                    let m = m[p * BAND * LANES..][..BAND * LANES].as_mut_ptr();
-                    (a, u, m)
-                };
-                let ((a0, u0, m0), (a1, u1, m1)) = (at(point), at(point + 1));
-                // SAFETY: each input tile reads a point's 12 × 64 bytes of `band`; each
-                // filter tile 16 rows of 64 bytes in a row, inside `u` (sliced above); each
-                // product tile writes 12 rows of 64 bytes inside the point's part of `m`.
-                unsafe {
-                    asm!(
-                        "tilezero tmm0",
-                        "tileloadd tmm1, [{a0} + {rows}*1]",
-                        "tileloadd tmm2, [{u0} + {rows}*1]",
-                        "tilezero tmm3",
-                        "tileloadd tmm4, [{a1} + {rows}*1]",
-                        "tileloadd tmm5, [{u1} + {rows}*1]",
-                        "tdpbf16ps tmm0, tmm1, tmm2",
-                        "tdpbf16ps tmm3, tmm4, tmm5",
-                        "tilestored [{m0} + {rows}*1], tmm0",
-                        "tilestored [{m1} + {rows}*1], tmm3",
-                        a0 = in(reg) a0,
-                        u0 = in(reg) u0,
-                        m0 = in(reg) m0,
-                        a1 = in(reg) a1,
-                        u1 = in(reg) u1,
-                        m1 = in(reg) m1,
-                        rows = in(reg) rows,
-                        options(nostack),
-                    );
+            let work = || {
+                for point in (0..POINTS).step_by(2) {
+                    let mut at = |p: usize| {
+                        let a = band.0[p * BAND..][..BAND].as_ptr();
+                        let u = u[p * C1 / 2 * C2 + first * C1 / 2..][..C1 / 2 * LANES].as_ptr();
+                        let m = m[p * BAND * LANES..][..BAND * LANES].as_mut_ptr();
+                        (a, u, m)
+                    };
+                    let ((a0, u0, m0), (a1, u1, m1)) = (at(point), at(point + 1));
+                    // SAFETY: each input tile reads a point's 12 × 64 bytes of `band`; each
+                    // filter tile 16 rows of 64 bytes in a row, inside `u` (sliced above); each
+                    // product tile writes 12 rows of 64 bytes inside the point's part of `m`.
+                    unsafe {
+                        asm!(
+                            "tilezero tmm0",
+                            "tileloadd tmm1, [{a0} + {rows}*1]",
+                            "tileloadd tmm2, [{u0} + {rows}*1]",
+                            "tilezero tmm3",
+                            "tileloadd tmm4, [{a1} + {rows}*1]",
+                            "tileloadd tmm5, [{u1} + {rows}*1]",
+                            "tdpbf16ps tmm0, tmm1, tmm2",
+                            "tdpbf16ps tmm3, tmm4, tmm5",
+                            "tilestored [{m0} + {rows}*1], tmm0",
+                            "tilestored [{m1} + {rows}*1], tmm3",
+                            a0 = in(reg) a0,
+                            u0 = in(reg) u0,
+                            m0 = in(reg) m0,
+                            a1 = in(reg) a1,
+                            u1 = in(reg) u1,
+                            m1 = in(reg) m1,
+                            rows = in(reg) rows,
+                            options(nostack),
+                        );
+                    }
                 }
-            }
-            // SAFETY: gives the tile state back; nothing reads the tiles after this.
-            unsafe { asm!("tilerelease", options(nostack)) };
+            };
+            // SAFETY: the caller guarantees AMX-BF16 and the OS's leave.
+            unsafe { CONFIG.with(work) };
         }
     }
 
