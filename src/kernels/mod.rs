@@ -43,6 +43,7 @@ macro_rules! simd_fn {
 
 mod amx;
 pub mod forward;
+mod sparse;
 pub mod training;
 mod winograd;
 

@@ -18,7 +18,7 @@ use super::ConvLayout::{Burn, Gemm, Rows};
 use super::forward::{Dropout, Layer, Net, Pass, Trace};
 use super::{
     Buffer, C1, C2, FEATURES, GROUP, K2, S1, SP, Stored, TAPS, array, axpy, matmul_stored,
-    relayout, reuse, spare,
+    relayout, reuse, spare, sparse,
 };
 use crate::metrics;
 use crate::network::{HIDDEN, Layer as Weights, NUM_CLASSES, PIXELS, Params, SIDE};
@@ -125,23 +125,29 @@ fn dense_backward(w: &Params, forward: &Pass, dlogits: &[f32], dropout: Dropout)
     for (d, &h) in dh.iter_mut().zip(&forward.hidden) {
         *d = if h > 0.0 { *d * scale } else { 0.0 };
     }
-    // The two big products of the first dense layer's backward pass are independent and of
-    // equal size: one per thread, rather than each split across both.
+    // The first dense layer's two big products, skipping the zeros ReLU and dropout left
+    // where that pays, else as GEMMs: the same bytes either way.
     let mut dw3 = vec![0.0f32; FEATURES * HIDDEN];
     // Written in full by its product.
     let mut dfeatures = reuse(n * FEATURES);
-    rayon::join(
-        || {
-            let dims = (FEATURES, n, HIDDEN);
-            let features = transposed(&forward.features);
-            matmul_stored(&mut dw3, features, as_is(&dh), dims, false, 1);
-        },
-        || {
-            let dims = (n, HIDDEN, FEATURES);
-            let weights = transposed(&w.dense1.weight);
-            matmul_stored(&mut dfeatures, as_is(&dh), weights, dims, false, 1);
-        },
-    );
+    if sparse::pays() {
+        sparse::weight_gradient(&forward.features, &dh, &mut dw3);
+        sparse::input_gradient(&dh, &w.dense1.weight, &mut dfeatures);
+    } else {
+        // Independent and of equal size: one per thread, rather than each split across both.
+        rayon::join(
+            || {
+                let dims = (FEATURES, n, HIDDEN);
+                let features = transposed(&forward.features);
+                matmul_stored(&mut dw3, features, as_is(&dh), dims, false, 1);
+            },
+            || {
+                let dims = (n, HIDDEN, FEATURES);
+                let weights = transposed(&w.dense1.weight);
+                matmul_stored(&mut dfeatures, as_is(&dh), weights, dims, false, 1);
+            },
+        );
+    }
     let db3 = column_sums(&dh, HIDDEN);
     DenseGrads {
         dense1: Weights {

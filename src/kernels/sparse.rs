@@ -1,0 +1,335 @@
+//! The first dense layer's two backward products, walking only the terms that are not zero.
+//!
+//! ReLU and dropout leave about 73% of the pooled features and 75% of the hidden layer's
+//! gradient at zero, and a GEMM multiplies every one of them. Here each output is one fused
+//! multiply-add chain over the inner dimension (the batch, or the hidden layer) in ascending
+//! order, starting from zero, with the zero terms left out. Adding a zero product changes no
+//! sum, and a GEMM adds in that order too while the inner dimension fits one of its blocks,
+//! as 128 does, so at the default batch these are the GEMM's bytes and the training run's
+//! numbers did not move (`the_products_are_the_gemms_bytes`). Each output is a vector
+//! lane's own chain, so every instruction set gives the same bytes.
+
+use rayon::prelude::*;
+
+use super::{FEATURES, array, reuse, spare};
+use crate::network::HIDDEN;
+
+/// Features per block of the input gradient: the block's weights, transposed, take 32 KB, an
+/// L1 cache's worth, and its sums 8 of AVX2's 16 registers (4 of AVX-512's).
+const COLUMNS: usize = 64;
+/// Images per task of the input gradient: one task per core at batch 128 was no faster.
+const IMAGES: usize = 32;
+/// Features per task of the weight gradient: four adjacent cache lines of each image's
+/// features, which are 36 KB apart, so that their loads wait on memory less often.
+const ROWS: usize = 64;
+/// Hidden units summed at a time in the weight gradient (registers, as [`COLUMNS`]).
+const HALF: usize = HIDDEN / 2;
+/// Whether these pay on this processor: on x86-64 without AVX-512 (AVX2 + FMA), where the
+/// GEMM runs both products at about half the FMA peak, they take about 0.7x its time. With
+/// AVX-512 the GEMM runs near the peak, and an earlier sparse walk measured slower there: it
+/// keeps them (docs/performance.md). Either gives the same bytes.
+pub(super) fn pays() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return !is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// The loss's gradient with respect to the features, `dfeatures[i][j] = Σ_o dh[i][o] ·
+/// w[j][o]`: `dh` [n × 128], the hidden layer's gradient before its ReLU; `w` the layer's
+/// weights [9216 × 128]; written in full into `out` [n × 9216].
+pub(super) fn input_gradient(dh: &[f32], w: &[f32], out: &mut [f32]) {
+    assert_eq!(w.len(), FEATURES * HIDDEN);
+    assert_eq!(out.len() / FEATURES, dh.len() / HIDDEN);
+    // The weights by block of COLUMNS features, each block transposed to [128][COLUMNS], so
+    // that a hidden unit's weights for the block are contiguous vectors.
+    let mut wt = reuse(FEATURES * HIDDEN);
+    wt.par_chunks_mut(COLUMNS * HIDDEN)
+        .zip(w.par_chunks(COLUMNS * HIDDEN))
+        .for_each(|(t, w)| transpose_block(w, t));
+
+    out.par_chunks_mut(IMAGES * FEATURES)
+        .zip(dh.par_chunks(IMAGES * HIDDEN))
+        .for_each(|(out, dh)| {
+            let live: Vec<Terms> = dh.chunks(HIDDEN).map(Terms::of).collect();
+            input_gradient_task(&live, &wt, out);
+        });
+    spare(wt);
+}
+
+/// The gradient of the weights, `dw[j][o] = Σ_i features[i][j] · dh[i][o]`: `features`
+/// [n × 9216] after dropout, `dh` [n × 128]; written in full into `dw` [9216 × 128].
+pub(super) fn weight_gradient(features: &[f32], dh: &[f32], dw: &mut [f32]) {
+    let n = dh.len() / HIDDEN;
+    assert_eq!(features.len(), n * FEATURES);
+    assert_eq!(dw.len(), FEATURES * HIDDEN);
+    dw.par_chunks_mut(ROWS * HIDDEN).enumerate().for_each_init(
+        || vec![Term::default(); ROWS * n],
+        |terms, (task, dw)| weight_gradient_task(features, dh, task * ROWS, terms, dw),
+    );
+}
+
+/// One nonzero term of a sum: its index along the inner dimension, and its factor.
+#[derive(Clone, Copy, Default)]
+struct Term {
+    at: u32,
+    factor: f32,
+}
+
+/// A row's nonzero values, in order.
+struct Terms(Vec<Term>);
+
+impl Terms {
+    fn of(row: &[f32]) -> Terms {
+        let terms = row.iter().enumerate().filter(|(_, v)| **v != 0.0);
+        Terms(
+            terms
+                .map(|(at, &factor)| Term {
+                    at: at as u32,
+                    factor,
+                })
+                .collect(),
+        )
+    }
+}
+
+/// `w` [COLUMNS × 128] into `t` [128 × COLUMNS]: a copy, so every way of doing it gives the
+/// same bytes.
+fn transpose_block(w: &[f32], t: &mut [f32]) {
+    assert!(w.len() == COLUMNS * HIDDEN && t.len() == COLUMNS * HIDDEN);
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was detected; the lengths were checked above.
+        return unsafe { transpose_block_avx2(w, t) };
+    }
+    transpose_block_scalar(w, t);
+}
+
+fn transpose_block_scalar(w: &[f32], t: &mut [f32]) {
+    for (j, row) in w.chunks_exact(HIDDEN).enumerate() {
+        for (o, &v) in row.iter().enumerate() {
+            t[o * COLUMNS + j] = v;
+        }
+    }
+}
+
+/// [`transpose_block`] in 8 x 8 tiles held in registers: a third of the scalar copy's time,
+/// whose strided stores each touched a cache line of their own.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+///
+/// # Safety
+/// The processor must have AVX2.
+unsafe fn transpose_block_avx2(w: &[f32], t: &mut [f32]) {
+    use std::arch::x86_64::*;
+    assert!(w.len() == COLUMNS * HIDDEN && t.len() == COLUMNS * HIDDEN);
+    for g in 0..COLUMNS / 8 {
+        for h in 0..HIDDEN / 8 {
+            let r: [__m256; 8] = std::array::from_fn(|j| {
+                // SAFETY: rows g*8.. and columns h*8.. of `w`'s COLUMNS x 128 values, whose
+                // length was checked above.
+                unsafe { _mm256_loadu_ps(w.as_ptr().add((g * 8 + j) * HIDDEN + h * 8)) }
+            });
+            // Pairs, then quads, then the two 128-bit halves.
+            let a0 = _mm256_unpacklo_ps(r[0], r[1]);
+            let a1 = _mm256_unpackhi_ps(r[0], r[1]);
+            let a2 = _mm256_unpacklo_ps(r[2], r[3]);
+            let a3 = _mm256_unpackhi_ps(r[2], r[3]);
+            let a4 = _mm256_unpacklo_ps(r[4], r[5]);
+            let a5 = _mm256_unpackhi_ps(r[4], r[5]);
+            let a6 = _mm256_unpacklo_ps(r[6], r[7]);
+            let a7 = _mm256_unpackhi_ps(r[6], r[7]);
+            let b0 = _mm256_shuffle_ps::<0x44>(a0, a2);
+            let b1 = _mm256_shuffle_ps::<0xEE>(a0, a2);
+            let b2 = _mm256_shuffle_ps::<0x44>(a1, a3);
+            let b3 = _mm256_shuffle_ps::<0xEE>(a1, a3);
+            let b4 = _mm256_shuffle_ps::<0x44>(a4, a6);
+            let b5 = _mm256_shuffle_ps::<0xEE>(a4, a6);
+            let b6 = _mm256_shuffle_ps::<0x44>(a5, a7);
+            let b7 = _mm256_shuffle_ps::<0xEE>(a5, a7);
+            let c = [
+                _mm256_permute2f128_ps::<0x20>(b0, b4),
+                _mm256_permute2f128_ps::<0x20>(b1, b5),
+                _mm256_permute2f128_ps::<0x20>(b2, b6),
+                _mm256_permute2f128_ps::<0x20>(b3, b7),
+                _mm256_permute2f128_ps::<0x31>(b0, b4),
+                _mm256_permute2f128_ps::<0x31>(b1, b5),
+                _mm256_permute2f128_ps::<0x31>(b2, b6),
+                _mm256_permute2f128_ps::<0x31>(b3, b7),
+            ];
+            for (o, c) in c.into_iter().enumerate() {
+                // SAFETY: rows h*8.. and columns g*8.. of `t`'s 128 x COLUMNS values.
+                unsafe { _mm256_storeu_ps(t.as_mut_ptr().add((h * 8 + o) * COLUMNS + g * 8), c) };
+            }
+        }
+    }
+}
+
+simd_fn! {
+    /// [`input_gradient`] for a few images (`live`: each one's nonzero terms of `dh`), every
+    /// block of features; `wt` the transposed blocks.
+    fn input_gradient_task(live: &[Terms], wt: &[f32], out: &mut [f32]) {
+        for (b, wt) in wt.chunks_exact(COLUMNS * HIDDEN).enumerate() {
+            for (terms, out) in live.iter().zip(out.chunks_exact_mut(FEATURES)) {
+                let mut sum = [0.0f32; COLUMNS];
+                for t in &terms.0 {
+                    let w = &wt[t.at as usize * COLUMNS..][..COLUMNS];
+                    for (s, w) in sum.iter_mut().zip(w) {
+                        *s = t.factor.mul_add(*w, *s);
+                    }
+                }
+                out[b * COLUMNS..][..COLUMNS].copy_from_slice(&sum);
+            }
+        }
+    }
+}
+
+/// Which of up to 64 values are not zero, as bits: a compare and a movemask a vector.
+#[inline(always)]
+fn live(values: &[f32]) -> u64 {
+    let mut live = 0u64;
+    for (k, &v) in values.iter().enumerate() {
+        live |= u64::from(v != 0.0) << k;
+    }
+    live
+}
+
+simd_fn! {
+    /// [`weight_gradient`] for the ROWS features from `first`: lists each one's nonzero
+    /// features by image (in `terms`, ROWS lists of n), then sums their images' rows of `dh`.
+    fn weight_gradient_task(
+        features: &[f32],
+        dh: &[f32],
+        first: usize,
+        terms: &mut [Term],
+        dw: &mut [f32],
+    ) {
+        let n = dh.len() / HIDDEN;
+        let mut count = [0usize; ROWS];
+        for (i, row) in features.chunks_exact(FEATURES).enumerate() {
+            let row: &[f32; ROWS] = array(row, first);
+            // Only the live ones: the work follows them, not all the features.
+            let mut live = live(row);
+            while live != 0 {
+                let r = live.trailing_zeros() as usize;
+                terms[r * n + count[r]] = Term {
+                    at: i as u32,
+                    factor: row[r],
+                };
+                count[r] += 1;
+                live &= live - 1;
+            }
+        }
+        for (r, dw) in dw.chunks_exact_mut(HIDDEN).enumerate() {
+            let terms = &terms[r * n..][..count[r]];
+            for (half, dw) in dw.chunks_exact_mut(HALF).enumerate() {
+                let mut sum = [0.0f32; HALF];
+                for t in terms {
+                    let g = &dh[t.at as usize * HIDDEN + half * HALF..][..HALF];
+                    for (s, g) in sum.iter_mut().zip(g) {
+                        *s = t.factor.mul_add(*g, *s);
+                    }
+                }
+                dw.copy_from_slice(&sum);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    use super::super::{Stored, matmul_stored};
+    use super::*;
+
+    /// Values like the layer's: mostly zeros, the rest of either sign.
+    fn sparse(len: usize, live: f64, rng: &mut StdRng) -> Vec<f32> {
+        (0..len)
+            .map(|_| {
+                if rng.random_bool(live) {
+                    rng.random_range(-1.0..1.0)
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn both_transpositions_transpose() {
+        let w: Vec<f32> = (0..COLUMNS * HIDDEN).map(|i| i as f32).collect();
+        let check = |name: &str, t: &[f32]| {
+            for j in 0..COLUMNS {
+                for o in 0..HIDDEN {
+                    assert_eq!(t[o * COLUMNS + j], w[j * HIDDEN + o], "{name}: ({j}, {o})");
+                }
+            }
+        };
+        let mut t = vec![f32::NAN; COLUMNS * HIDDEN];
+        transpose_block_scalar(&w, &mut t);
+        check("scalar", &t);
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") {
+            let mut t = vec![f32::NAN; COLUMNS * HIDDEN];
+            // SAFETY: AVX2 was detected.
+            unsafe { transpose_block_avx2(&w, &mut t) };
+            check("AVX2", &t);
+        } else {
+            eprintln!("no AVX2 on this processor: only the scalar transposition checked");
+        }
+    }
+
+    #[test]
+    fn the_products_are_the_gemms_bytes() {
+        let mut rng = StdRng::seed_from_u64(5);
+        // A batch, and a size that is not a multiple of the tasks' sizes.
+        for n in [128, 37] {
+            products_match(n, &mut rng);
+        }
+    }
+
+    fn products_match(n: usize, rng: &mut StdRng) {
+        let features = sparse(n * FEATURES, 0.3, rng);
+        let dh = sparse(n * HIDDEN, 0.25, rng);
+        let w: Vec<f32> = (0..FEATURES * HIDDEN)
+            .map(|_| rng.random_range(-0.05..0.05))
+            .collect();
+
+        let mut gemm = vec![0.0; n * FEATURES];
+        let dims = (n, HIDDEN, FEATURES);
+        matmul_stored(
+            &mut gemm,
+            (&dh, Stored::AsIs),
+            (&w, Stored::Transposed),
+            dims,
+            false,
+            1,
+        );
+        let mut ours = vec![f32::NAN; n * FEATURES];
+        input_gradient(&dh, &w, &mut ours);
+        assert!(
+            gemm.iter()
+                .zip(&ours)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
+
+        let mut gemm = vec![0.0; FEATURES * HIDDEN];
+        let dims = (FEATURES, n, HIDDEN);
+        matmul_stored(
+            &mut gemm,
+            (&features, Stored::Transposed),
+            (&dh, Stored::AsIs),
+            dims,
+            false,
+            1,
+        );
+        let mut ours = vec![f32::NAN; FEATURES * HIDDEN];
+        weight_gradient(&features, &dh, &mut ours);
+        assert!(
+            gemm.iter()
+                .zip(&ours)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
+    }
+}
