@@ -24,6 +24,7 @@ const IMAGES: usize = 32;
 const ROWS: usize = 64;
 /// Hidden units summed at a time in the weight gradient (registers, as [`COLUMNS`]).
 const HALF: usize = HIDDEN / 2;
+
 /// Whether these pay on this processor: on x86-64 without AVX-512 (AVX2 + FMA), where the
 /// GEMM runs both products at about half the FMA peak, they take about 0.7x its time. With
 /// AVX-512 the GEMM runs near the peak, and an earlier sparse walk measured slower there: it
@@ -47,7 +48,6 @@ pub(super) fn input_gradient(dh: &[f32], w: &[f32], out: &mut [f32]) {
     wt.par_chunks_mut(COLUMNS * HIDDEN)
         .zip(w.par_chunks(COLUMNS * HIDDEN))
         .for_each(|(t, w)| transpose_block(w, t));
-
     out.par_chunks_mut(IMAGES * FEATURES)
         .zip(dh.par_chunks(IMAGES * HIDDEN))
         .for_each(|(out, dh)| {
