@@ -51,7 +51,7 @@ pub(super) fn input_gradient(dh: &[f32], w: &[f32], out: &mut [f32]) {
     out.par_chunks_mut(IMAGES * FEATURES)
         .zip(dh.par_chunks(IMAGES * HIDDEN))
         .for_each(|(out, dh)| {
-            let live: Vec<Terms> = dh.chunks(HIDDEN).map(Terms::of).collect();
+            let live: Vec<Vec<Term>> = dh.chunks(HIDDEN).map(nonzero).collect();
             input_gradient_task(&live, &wt, out);
         });
     spare(wt);
@@ -77,20 +77,14 @@ struct Term {
 }
 
 /// A row's nonzero values, in order.
-struct Terms(Vec<Term>);
-
-impl Terms {
-    fn of(row: &[f32]) -> Terms {
-        let terms = row.iter().enumerate().filter(|(_, v)| **v != 0.0);
-        Terms(
-            terms
-                .map(|(at, &factor)| Term {
-                    at: at as u32,
-                    factor,
-                })
-                .collect(),
-        )
-    }
+fn nonzero(row: &[f32]) -> Vec<Term> {
+    let terms = row.iter().enumerate().filter(|(_, v)| **v != 0.0);
+    terms
+        .map(|(at, &factor)| Term {
+            at: at as u32,
+            factor,
+        })
+        .collect()
 }
 
 /// `w` [COLUMNS × 128] into `t` [128 × COLUMNS]: a copy, so every way of doing it gives the
@@ -168,11 +162,11 @@ unsafe fn transpose_block_avx2(w: &[f32], t: &mut [f32]) {
 simd_fn! {
     /// [`input_gradient`] for a few images (`live`: each one's nonzero terms of `dh`), every
     /// block of features; `wt` the transposed blocks.
-    fn input_gradient_task(live: &[Terms], wt: &[f32], out: &mut [f32]) {
+    fn input_gradient_task(live: &[Vec<Term>], wt: &[f32], out: &mut [f32]) {
         for (b, wt) in wt.chunks_exact(COLUMNS * HIDDEN).enumerate() {
             for (terms, out) in live.iter().zip(out.chunks_exact_mut(FEATURES)) {
                 let mut sum = [0.0f32; COLUMNS];
-                for t in &terms.0 {
+                for t in terms {
                     let w = &wt[t.at as usize * COLUMNS..][..COLUMNS];
                     for (s, w) in sum.iter_mut().zip(w) {
                         *s = t.factor.mul_add(*w, *s);
@@ -296,40 +290,27 @@ mod tests {
             .map(|_| rng.random_range(-0.05..0.05))
             .collect();
 
-        let mut gemm = vec![0.0; n * FEATURES];
-        let dims = (n, HIDDEN, FEATURES);
-        matmul_stored(
-            &mut gemm,
+        // Each product both ways: the GEMM (one thread) into `gemm`, ours into `ours`.
+        let same = |lhs, rhs, dims: (usize, usize, usize), ours: &dyn Fn(&mut [f32])| {
+            let mut gemm = vec![0.0; dims.0 * dims.2];
+            matmul_stored(&mut gemm, lhs, rhs, dims, false, 1);
+            let mut got = vec![f32::NAN; gemm.len()];
+            ours(&mut got);
+            gemm.iter()
+                .zip(&got)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        };
+        assert!(same(
             (&dh, Stored::AsIs),
             (&w, Stored::Transposed),
-            dims,
-            false,
-            1,
-        );
-        let mut ours = vec![f32::NAN; n * FEATURES];
-        input_gradient(&dh, &w, &mut ours);
-        assert!(
-            gemm.iter()
-                .zip(&ours)
-                .all(|(a, b)| a.to_bits() == b.to_bits())
-        );
-
-        let mut gemm = vec![0.0; FEATURES * HIDDEN];
-        let dims = (FEATURES, n, HIDDEN);
-        matmul_stored(
-            &mut gemm,
+            (n, HIDDEN, FEATURES),
+            &|out| input_gradient(&dh, &w, out),
+        ));
+        assert!(same(
             (&features, Stored::Transposed),
             (&dh, Stored::AsIs),
-            dims,
-            false,
-            1,
-        );
-        let mut ours = vec![f32::NAN; FEATURES * HIDDEN];
-        weight_gradient(&features, &dh, &mut ours);
-        assert!(
-            gemm.iter()
-                .zip(&ours)
-                .all(|(a, b)| a.to_bits() == b.to_bits())
-        );
+            (FEATURES, n, HIDDEN),
+            &|out| weight_gradient(&features, &dh, out),
+        ));
     }
 }
