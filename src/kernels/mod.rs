@@ -27,19 +27,20 @@ macro_rules! simd_fn {
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             struct Op<A>(A);
             impl pulp::WithSimd for Op<($($ty,)*)> {
-                type Output = simd_fn!(@output $($ret)?);
+                type Output = $crate::kernels::simd_fn!(@output $($ret)?);
                 #[inline(always)]
                 fn with_simd<S: pulp::Simd>(self, _: S) -> Self::Output {
                     let ($($arg,)*) = self.0;
                     $body
                 }
             }
-            crate::kernels::arch().dispatch(Op(($($arg,)*)))
+            $crate::kernels::arch().dispatch(Op(($($arg,)*)))
         }
     };
     (@output) => { () };
     (@output $ret:ty) => { $ret };
 }
+pub(crate) use simd_fn;
 
 mod amx;
 pub mod forward;
@@ -277,7 +278,7 @@ fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
 
 /// The instruction set [`simd_fn!`] bodies run in: the best this processor has, unless a
 /// test has pinned one on this thread.
-fn arch() -> pulp::Arch {
+pub(crate) fn arch() -> pulp::Arch {
     #[cfg(test)]
     if let Some(arch) = PINNED.get() {
         return arch;
@@ -289,6 +290,41 @@ fn arch() -> pulp::Arch {
 thread_local! {
     /// Lets a test run every instruction set's version of the loops on one machine.
     static PINNED: Cell<Option<pulp::Arch>> = const { Cell::new(None) };
+}
+
+/// `work` run once per instruction set this processor can run [`simd_fn!`] bodies in
+/// (scalar first), each on a two-thread pool whose threads are pinned to it, with the set's
+/// name. Says on stderr which were compared.
+#[cfg(test)]
+pub(crate) fn on_every_instruction_set<R: Send>(
+    work: impl Fn() -> R + Sync,
+) -> Vec<(&'static str, R)> {
+    #[allow(unused_mut)]
+    let mut arches = vec![("scalar", pulp::Arch::Scalar)];
+    #[cfg(target_arch = "x86_64")]
+    {
+        let v3 = pulp::x86::V3::try_new().map(pulp::Arch::V3);
+        arches.extend(v3.map(|a| ("AVX2 + FMA", a)));
+        let v4 = pulp::x86::V4::try_new().map(pulp::Arch::V4);
+        arches.extend(v4.map(|a| ("AVX-512", a)));
+    }
+    let names: Vec<&str> = arches.iter().map(|(name, _)| *name).collect();
+    if arches.len() == 1 {
+        eprintln!("only the scalar loops run on this processor: no instruction sets compared");
+    } else {
+        eprintln!("instruction sets compared: {}", names.join(", "));
+    }
+    arches
+        .into_iter()
+        .map(|(name, arch)| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(2)
+                .start_handler(move |_| PINNED.set(Some(arch)))
+                .build()
+                .unwrap();
+            (name, pool.install(&work))
+        })
+        .collect()
 }
 
 thread_local! {

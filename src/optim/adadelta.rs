@@ -99,14 +99,29 @@ impl Adadelta {
             .zip(grads.par_chunks(CHUNK))
             .zip(accum_grad.par_chunks_mut(CHUNK))
             .zip(accum_update.par_chunks_mut(CHUNK))
-            .for_each(|(((p, g), a), d)| {
-                for (((p, &g), a), d) in p.iter_mut().zip(g).zip(a).zip(d) {
-                    *a = rho * *a + (1.0 - rho) * g * g;
-                    let u = g * (*d + eps).sqrt() / (*a + eps).sqrt();
-                    *p -= lr * u;
-                    *d = rho * *d + (1.0 - rho) * u * u;
-                }
-            });
+            .for_each(|(((p, g), a), d)| update_chunk([lr, rho, eps], p, g, a, d));
+    }
+}
+
+crate::kernels::simd_fn! {
+    /// [`Adadelta::update`] over one chunk (`rates`: lr, rho, epsilon), in the best instruction set the processor has:
+    /// with AVX2 about twice as fast as plain x86-64's SSE2 (square roots and divisions eight
+    /// lanes at a time), the same bytes (each operation is IEEE's, and none is fused).
+    fn update_chunk(
+        rates: [f32; 3],
+        params: &mut [f32],
+        grads: &[f32],
+        accum_grad: &mut [f32],
+        accum_update: &mut [f32],
+    ) {
+        let [lr, rho, eps] = rates;
+        let slots = params.iter_mut().zip(grads).zip(accum_grad).zip(accum_update);
+        for (((p, &g), a), d) in slots {
+            *a = rho * *a + (1.0 - rho) * g * g;
+            let u = g * (*d + eps).sqrt() / (*a + eps).sqrt();
+            *p -= lr * u;
+            *d = rho * *d + (1.0 - rho) * u * u;
+        }
     }
 }
 
@@ -278,6 +293,29 @@ mod tests {
         assert_close(&pick(&widen(&p)), &pick(&reference.p), "param");
         assert_close(&widen(&a), &reference.a, "accum_grad");
         assert_close(&widen(&d), &reference.d, "accum_update");
+    }
+
+    /// Every instruction set's version of the update gives the same bytes.
+    #[test]
+    fn every_instruction_set_updates_alike() {
+        let opt = Adadelta::default();
+        let n = 40_000;
+        let runs = crate::kernels::on_every_instruction_set(|| {
+            let mut p: Vec<f32> = (0..n).map(|i| 0.5 + (i as f32 * 0.013).sin()).collect();
+            let (mut a, mut d) = (vec![0.0f32; n], vec![0.0f32; n]);
+            for step in 0..5 {
+                let g: Vec<f32> = (0..n)
+                    .map(|i| ((step * 7 + i * 3) as f32).sin() * 10f32.powi(i as i32 % 5 - 2))
+                    .collect();
+                opt.update(1.0, &mut p, &g, &mut a, &mut d);
+            }
+            [p, a, d].map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>())
+        });
+        let ((_, first), rest) = runs.split_first().unwrap();
+        assert_ne!(first[0], first[1]);
+        for (arch, other) in rest {
+            assert!(first == other, "{arch}: the update differs from scalar's");
+        }
     }
 
     fn linear_loss(model: &Linear, device: &Device) -> Tensor<1> {
