@@ -13,7 +13,8 @@ use rayon::prelude::*;
 
 use super::ConvLayout::{Burn, Gemm};
 use super::{
-    Buffer, C1, FEATURES, GROUP, amx, conv1, dense, features, relayout, reuse, spare, winograd,
+    Buffer, C1, FEATURES, GROUP, amx, array_mut, conv1, dense, features, relayout, reuse, spare,
+    winograd,
 };
 use crate::network::{DROPOUT_HIDDEN, DROPOUT_POOLED, HIDDEN, PIXELS, Params};
 use crate::rng::splitmix64;
@@ -102,20 +103,27 @@ simd_fn! {
         for (b, block) in (&mut blocks).enumerate() {
             let first = first_quad + 4 * b as u64;
             let z: [u64; 4] = std::array::from_fn(|q| draw(first + q as u64));
-            for (i, v) in block.iter_mut().enumerate() {
-                let bits = (z[i / 4] >> (16 * (i % 4))) as u16;
-                *v *= if u32::from(bits) >= threshold { scale } else { 0.0 };
-            }
+            mask::<16>(array_mut(block, 0), &z, threshold, scale);
         }
         let rest = blocks.into_remainder();
-        let first = first_quad + done;
         for (q, quad) in rest.chunks_exact_mut(4).enumerate() {
-            let z = draw(first + q as u64);
-            for (i, v) in quad.iter_mut().enumerate() {
-                let bits = (z >> (16 * i)) as u16;
-                *v *= if u32::from(bits) >= threshold { scale } else { 0.0 };
-            }
+            let z = [draw(first_quad + done + q as u64)];
+            mask::<4>(array_mut(quad, 0), &z, threshold, scale);
         }
+    }
+}
+
+/// Multiplies each unit by its mask: 0 where its 16 bits (bits 16 (i % 4) on of `z[i / 4]`)
+/// fall below `threshold`, else `scale`.
+#[inline(always)]
+fn mask<const N: usize>(units: &mut [f32; N], z: &[u64], threshold: u32, scale: f32) {
+    for (i, v) in units.iter_mut().enumerate() {
+        let bits = (z[i / 4] >> (16 * (i % 4))) as u16;
+        *v *= if u32::from(bits) >= threshold {
+            scale
+        } else {
+            0.0
+        };
     }
 }
 

@@ -268,6 +268,12 @@ fn array<const N: usize>(s: &[f32], at: usize) -> &[f32; N] {
     s[at..at + N].try_into().expect("N values")
 }
 
+/// [`array`], to write.
+#[inline(always)]
+fn array_mut<const N: usize>(s: &mut [f32], at: usize) -> &mut [f32; N] {
+    (&mut s[at..at + N]).try_into().expect("N values")
+}
+
 /// `y += a x`, fused multiply-adds where the processor has them.
 #[inline(always)]
 fn axpy(a: f32, x: &[f32], y: &mut [f32]) {

@@ -225,13 +225,17 @@ impl ConvGrads {
                 .enumerate()
                 .for_each(|(k, sums)| {
                     for p in partials {
-                        let part = [&p.w1, &p.b1, &p.w2, &p.b2][f];
-                        let part = &part[k * CHUNK..][..sums.len()];
+                        let part = &p.fields()[f][k * CHUNK..][..sums.len()];
                         sums.iter_mut().zip(part).for_each(|(a, b)| *a += b);
                     }
                 });
         }
         total
+    }
+
+    /// The four gradients, in the order [`ConvGrads::sum`] takes them.
+    fn fields(&self) -> [&[f32]; 4] {
+        [&self.w1, &self.b1, &self.w2, &self.b2]
     }
 }
 
