@@ -46,6 +46,7 @@ mod amx;
 pub mod forward;
 mod sparse;
 pub mod training;
+mod transpose;
 mod winograd;
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 
 use rayon::prelude::*;
 
+use super::transpose::{Shape, transpose};
 use super::{FEATURES, array, reuse, spare};
 use crate::network::HIDDEN;
 
@@ -87,76 +88,16 @@ fn nonzero(row: &[f32]) -> Vec<Term> {
         .collect()
 }
 
-/// `w` [COLUMNS × 128] into `t` [128 × COLUMNS]: a copy, so every way of doing it gives the
-/// same bytes.
+/// `w` [COLUMNS × 128] into `t` [128 × COLUMNS].
 fn transpose_block(w: &[f32], t: &mut [f32]) {
     assert!(w.len() == COLUMNS * HIDDEN && t.len() == COLUMNS * HIDDEN);
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 was detected; the lengths were checked above.
-        return unsafe { transpose_block_avx2(w, t) };
-    }
-    transpose_block_scalar(w, t);
-}
-
-fn transpose_block_scalar(w: &[f32], t: &mut [f32]) {
-    for (j, row) in w.chunks_exact(HIDDEN).enumerate() {
-        for (o, &v) in row.iter().enumerate() {
-            t[o * COLUMNS + j] = v;
-        }
-    }
-}
-
-/// [`transpose_block`] in 8 x 8 tiles held in registers: a third of the scalar copy's time,
-/// whose strided stores each touched a cache line of their own.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-///
-/// # Safety
-/// The processor must have AVX2.
-unsafe fn transpose_block_avx2(w: &[f32], t: &mut [f32]) {
-    use std::arch::x86_64::*;
-    assert!(w.len() == COLUMNS * HIDDEN && t.len() == COLUMNS * HIDDEN);
-    for g in 0..COLUMNS / 8 {
-        for h in 0..HIDDEN / 8 {
-            let r: [__m256; 8] = std::array::from_fn(|j| {
-                // SAFETY: rows g*8.. and columns h*8.. of `w`'s COLUMNS x 128 values, whose
-                // length was checked above.
-                unsafe { _mm256_loadu_ps(w.as_ptr().add((g * 8 + j) * HIDDEN + h * 8)) }
-            });
-            // Pairs, then quads, then the two 128-bit halves.
-            let a0 = _mm256_unpacklo_ps(r[0], r[1]);
-            let a1 = _mm256_unpackhi_ps(r[0], r[1]);
-            let a2 = _mm256_unpacklo_ps(r[2], r[3]);
-            let a3 = _mm256_unpackhi_ps(r[2], r[3]);
-            let a4 = _mm256_unpacklo_ps(r[4], r[5]);
-            let a5 = _mm256_unpackhi_ps(r[4], r[5]);
-            let a6 = _mm256_unpacklo_ps(r[6], r[7]);
-            let a7 = _mm256_unpackhi_ps(r[6], r[7]);
-            let b0 = _mm256_shuffle_ps::<0x44>(a0, a2);
-            let b1 = _mm256_shuffle_ps::<0xEE>(a0, a2);
-            let b2 = _mm256_shuffle_ps::<0x44>(a1, a3);
-            let b3 = _mm256_shuffle_ps::<0xEE>(a1, a3);
-            let b4 = _mm256_shuffle_ps::<0x44>(a4, a6);
-            let b5 = _mm256_shuffle_ps::<0xEE>(a4, a6);
-            let b6 = _mm256_shuffle_ps::<0x44>(a5, a7);
-            let b7 = _mm256_shuffle_ps::<0xEE>(a5, a7);
-            let c = [
-                _mm256_permute2f128_ps::<0x20>(b0, b4),
-                _mm256_permute2f128_ps::<0x20>(b1, b5),
-                _mm256_permute2f128_ps::<0x20>(b2, b6),
-                _mm256_permute2f128_ps::<0x20>(b3, b7),
-                _mm256_permute2f128_ps::<0x31>(b0, b4),
-                _mm256_permute2f128_ps::<0x31>(b1, b5),
-                _mm256_permute2f128_ps::<0x31>(b2, b6),
-                _mm256_permute2f128_ps::<0x31>(b3, b7),
-            ];
-            for (o, c) in c.into_iter().enumerate() {
-                // SAFETY: rows h*8.. and columns g*8.. of `t`'s 128 x COLUMNS values.
-                unsafe { _mm256_storeu_ps(t.as_mut_ptr().add((h * 8 + o) * COLUMNS + g * 8), c) };
-            }
-        }
-    }
+    let shape = Shape {
+        rows: COLUMNS,
+        cols: HIDDEN,
+        from: HIDDEN,
+        to: COLUMNS,
+    };
+    transpose(w, t, shape);
 }
 
 simd_fn! {
@@ -248,30 +189,6 @@ mod tests {
                 }
             })
             .collect()
-    }
-
-    #[test]
-    fn both_transpositions_transpose() {
-        let w: Vec<f32> = (0..COLUMNS * HIDDEN).map(|i| i as f32).collect();
-        let check = |name: &str, t: &[f32]| {
-            for j in 0..COLUMNS {
-                for o in 0..HIDDEN {
-                    assert_eq!(t[o * COLUMNS + j], w[j * HIDDEN + o], "{name}: ({j}, {o})");
-                }
-            }
-        };
-        let mut t = vec![f32::NAN; COLUMNS * HIDDEN];
-        transpose_block_scalar(&w, &mut t);
-        check("scalar", &t);
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") {
-            let mut t = vec![f32::NAN; COLUMNS * HIDDEN];
-            // SAFETY: AVX2 was detected.
-            unsafe { transpose_block_avx2(&w, &mut t) };
-            check("AVX2", &t);
-        } else {
-            eprintln!("no AVX2 on this processor: only the scalar transposition checked");
-        }
     }
 
     #[test]

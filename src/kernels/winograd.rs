@@ -16,6 +16,7 @@
 
 use rayon::prelude::*;
 
+use super::transpose::{Shape, transpose, transpose_bytes};
 use super::{Buffer, C1, C2, FEATURES, S1, SP, TAPS, array, zeros};
 
 /// Side of an input tile.
@@ -222,13 +223,19 @@ fn passes<const ROWS: usize>(
         }
         for (row, (stage, won)) in stage.chunks_exact(ROW_POOLED).zip(&*won).enumerate() {
             // The two pooled rows, channels-last in `stage`, to burn's order: per
-            // channel, 24 consecutive values. Transposed here (the compiler gathers)
-            // rather than scattered value by value from the pooling, so that the pooling
-            // runs on whole vectors: the scattered stores had cost a fifth of the pass.
+            // channel, 24 consecutive values. Transposed here (in 8 x 8 tiles) rather than
+            // scattered value by value from the pooling, so that the pooling runs on whole
+            // vectors: the scattered stores had cost a fifth of the pass.
             let rows = (first_row + row) * 2 * SP;
-            transpose_row(stage, pooled, rows);
+            let shape = Shape {
+                rows: 2 * SP,
+                cols: C2,
+                from: C2,
+                to: SP * SP,
+            };
+            transpose(&stage[..2 * SP * C2], &mut pooled[rows..], shape);
             if let Some(w) = winner.as_deref_mut() {
-                transpose_row(won, w, rows);
+                transpose_bytes(won, &mut w[rows..], shape);
             }
         }
     }
@@ -256,18 +263,6 @@ fn pool_band(
                 let won = won.as_deref_mut().map(|w| &mut w[row]);
                 pool_tile(&y, (b2, first), tx, stage, won);
             }
-        }
-    }
-}
-
-/// `dst[c × 144 + rows + p] = src[p × 64 + c]` for the 24 positions `p` of a row of tiles'
-/// pooled values and the 64 channels `c`.
-#[inline(always)]
-fn transpose_row<T: Copy>(src: &[T], dst: &mut [T], rows: usize) {
-    let src = &src[..2 * SP * C2];
-    for (c, out) in dst[rows..].chunks_mut(SP * SP).take(C2).enumerate() {
-        for (p, o) in out[..2 * SP].iter_mut().enumerate() {
-            *o = src[p * C2 + c];
         }
     }
 }
