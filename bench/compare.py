@@ -129,16 +129,16 @@ def main():
     for name, m in medians.items():
         if name in ("mnist-cnn", "mnist-cnn-bf16") or me is None:
             continue
-        eval_ratio = f"eval rate x{me['eval_images_per_s'] / m['eval_images_per_s']:.2f}"
+        eval_ratio = f"eval rate x{me['eval_images_per_s'] / m['eval_images_per_s']:.3f}"
         if m["ms_per_step"] is None:
             print(f"\nmnist-cnn over {m['system']}: {eval_ratio}")
             continue
-        print(f"\nmnist-cnn over {m['system']}: step time x{me['ms_per_step'] / m['ms_per_step']:.2f}, "
-              f"epoch time x{me['seconds_per_epoch'] / m['seconds_per_epoch']:.2f}, {eval_ratio}")
+        print(f"\nmnist-cnn over {m['system']}: step time x{me['ms_per_step'] / m['ms_per_step']:.3f}, "
+              f"epoch time x{me['seconds_per_epoch'] / m['seconds_per_epoch']:.3f}, {eval_ratio}")
     bf16, openvino = medians.get("mnist-cnn-bf16"), medians.get("openvino")
     if bf16 and openvino:
         print(f"\n{bf16['system']} over {openvino['system']}: "
-              f"eval rate x{bf16['eval_images_per_s'] / openvino['eval_images_per_s']:.2f}")
+              f"eval rate x{bf16['eval_images_per_s'] / openvino['eval_images_per_s']:.3f}")
     missing = {"keras", "torch", "onnxruntime", "openvino"} - medians.keys()
     if missing:
         print(f"\nnot measured (not installed for {PYTHON}): {', '.join(sorted(missing))}")
