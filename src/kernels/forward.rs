@@ -13,8 +13,8 @@ use rayon::prelude::*;
 
 use super::ConvLayout::{Burn, Gemm};
 use super::{
-    Buffer, C1, FEATURES, GROUP, amx, array_mut, conv1, dense, features, relayout, reuse, spare,
-    winograd,
+    Buffer, C1, FEATURES, GROUP, amx, array_mut, bias_relu, conv1, dense, features, relayout,
+    reuse, spare, sparse, winograd,
 };
 use crate::network::{DROPOUT_HIDDEN, DROPOUT_POOLED, HIDDEN, PIXELS, Params};
 use crate::rng::splitmix64;
@@ -259,6 +259,15 @@ impl<'a> Net<'a> {
         let (d1, d2) = (&p.dense1, &p.dense2);
         let mut hidden = match self.dense1 {
             Some(w) => amx::dense(&pooled, w, &d1.bias, true),
+            // In training, ReLU, the max-pool and dropout leave most features at zero, and a
+            // walk over the others gives the GEMM's bytes in less time where that pays. In
+            // evaluation, with about half of them zero, the GEMM was faster.
+            None if dropout != Dropout::Off && sparse::pays() => {
+                let mut out = vec![0.0f32; n * HIDDEN];
+                sparse::forward(&pooled, &d1.weight, &mut out);
+                bias_relu(&mut out, &d1.bias, true);
+                out
+            }
             None => dense(&pooled, &d1.weight, &d1.bias, true, threads),
         };
         dropout.apply(Layer::Hidden, 0, &mut hidden);
