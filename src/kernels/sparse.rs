@@ -162,15 +162,7 @@ simd_fn! {
 /// how many.
 #[inline(always)]
 fn nonzero_at<S: pulp::Simd>(row: &[f32; SUB], list: &mut [u8; SUB]) -> usize {
-    #[cfg(target_arch = "x86_64")]
-    let mut live = if S::F32_LANES >= 8 {
-        // SAFETY: pulp picks 8- or 16-lane f32 vectors on x86-64 only with AVX2 or more.
-        unsafe { live_avx2(row) }
-    } else {
-        live(row)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let mut live = live(row);
+    let mut live = live::<S, SUB>(row);
     let mut n = 0;
     while live != 0 {
         list[n] = live.trailing_zeros() as u8;
@@ -180,15 +172,31 @@ fn nonzero_at<S: pulp::Simd>(row: &[f32; SUB], list: &mut [u8; SUB]) -> usize {
     n
 }
 
-/// [`live`] for SUB values, a compare and a movemask per 8: on AVX-512 the compiler builds
-/// [`live`]'s bits from mask registers shifted into place one at a time.
+/// Which of `N` values (at most 64, in eights) are not zero, as bits.
+#[inline(always)]
+fn live<S: pulp::Simd, const N: usize>(values: &[f32; N]) -> u64 {
+    const { assert!(N <= 64 && N.is_multiple_of(8)) };
+    #[cfg(target_arch = "x86_64")]
+    if S::F32_LANES >= 8 {
+        // SAFETY: pulp picks 8- or 16-lane f32 vectors on x86-64 only with AVX2 or more.
+        return unsafe { live_avx2(values) };
+    }
+    let mut live = 0u64;
+    for (k, &v) in values.iter().enumerate() {
+        live |= u64::from(v != 0.0) << k;
+    }
+    live
+}
+
+/// [`live`] with a compare and a movemask per 8 values: from the portable loop, the compiler
+/// builds the bits on AVX-512 from mask registers shifted into place one at a time.
 ///
 /// # Safety
 /// The processor must have AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn live_avx2(values: &[f32; SUB]) -> u64 {
+unsafe fn live_avx2<const N: usize>(values: &[f32; N]) -> u64 {
     use std::arch::x86_64::*;
     let zero = _mm256_setzero_ps();
     let mut live = 0u64;
@@ -251,16 +259,6 @@ simd_fn! {
     }
 }
 
-/// Which of up to 64 values are not zero, as bits: a compare and a movemask a vector.
-#[inline(always)]
-fn live(values: &[f32]) -> u64 {
-    let mut live = 0u64;
-    for (k, &v) in values.iter().enumerate() {
-        live |= u64::from(v != 0.0) << k;
-    }
-    live
-}
-
 simd_fn! {
     /// [`weight_gradient`] for the ROWS features from `first`: lists each one's nonzero
     /// features by image (in `terms`, ROWS lists of n), then sums their images' rows of `dh`.
@@ -276,7 +274,7 @@ simd_fn! {
         for (i, row) in features.chunks_exact(FEATURES).enumerate() {
             let row: &[f32; ROWS] = array(row, first);
             // Only the live ones: the work follows them, not all the features.
-            let mut live = live(row);
+            let mut live = live::<S, ROWS>(row);
             while live != 0 {
                 let r = live.trailing_zeros() as usize;
                 terms[r * n + count[r]] = Term {
