@@ -305,7 +305,8 @@ simd_fn! {
 mod tests {
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
-    use super::super::{Stored, matmul_stored};
+    use super::super::Stored::{AsIs, Transposed};
+    use super::super::{matmul_stored, on_every_instruction_set};
     use super::*;
 
     /// Values like the layer's: mostly zeros, the rest of either sign.
@@ -333,49 +334,71 @@ mod tests {
         assert_eq!(std::str::from_utf8(&maker()), Ok(vendor));
     }
 
+    /// Each walk, in every instruction set this processor has, against the GEMM.
     #[test]
     fn the_products_are_the_gemms_bytes() {
         let mut rng = StdRng::seed_from_u64(5);
         // A batch, and a size that is not a multiple of the tasks' sizes.
         for n in [128, 37] {
-            products_match(n, &mut rng);
+            let case = Case::new(n, &mut rng);
+            let gemm = case.gemms();
+            for (set, ours) in on_every_instruction_set(|| case.walks()) {
+                for ((product, a), b) in ["forward", "input gradient", "weight gradient"]
+                    .iter()
+                    .zip(&gemm)
+                    .zip(&ours)
+                {
+                    let same = a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{product}, {set}, batch of {n}");
+                }
+            }
         }
     }
 
-    fn products_match(n: usize, rng: &mut StdRng) {
-        let features = sparse(n * FEATURES, 0.3, rng);
-        let dh = sparse(n * HIDDEN, 0.25, rng);
-        let w: Vec<f32> = (0..FEATURES * HIDDEN)
-            .map(|_| rng.random_range(-0.05..0.05))
-            .collect();
+    /// The three products' operands, shaped like the layer's.
+    struct Case {
+        features: Vec<f32>,
+        dh: Vec<f32>,
+        w: Vec<f32>,
+    }
 
-        // Each product both ways: the GEMM (one thread) into `gemm`, ours into `ours`.
-        let same = |lhs, rhs, dims: (usize, usize, usize), ours: &dyn Fn(&mut [f32])| {
-            let mut gemm = vec![0.0; dims.0 * dims.2];
-            matmul_stored(&mut gemm, lhs, rhs, dims, false, 1);
-            let mut got = vec![f32::NAN; gemm.len()];
-            ours(&mut got);
-            gemm.iter()
-                .zip(&got)
-                .all(|(a, b)| a.to_bits() == b.to_bits())
-        };
-        assert!(same(
-            (&features, Stored::AsIs),
-            (&w, Stored::AsIs),
-            (n, FEATURES, HIDDEN),
-            &|out| forward(&features, &w, out),
-        ));
-        assert!(same(
-            (&dh, Stored::AsIs),
-            (&w, Stored::Transposed),
-            (n, HIDDEN, FEATURES),
-            &|out| input_gradient(&dh, &w, out),
-        ));
-        assert!(same(
-            (&features, Stored::Transposed),
-            (&dh, Stored::AsIs),
-            (FEATURES, n, HIDDEN),
-            &|out| weight_gradient(&features, &dh, out),
-        ));
+    impl Case {
+        fn new(n: usize, rng: &mut StdRng) -> Case {
+            Case {
+                features: sparse(n * FEATURES, 0.3, rng),
+                dh: sparse(n * HIDDEN, 0.25, rng),
+                w: (0..FEATURES * HIDDEN)
+                    .map(|_| rng.random_range(-0.05..0.05))
+                    .collect(),
+            }
+        }
+
+        /// The forward product, the input gradient and the weight gradient by the GEMM (one
+        /// thread).
+        fn gemms(&self) -> [Vec<f32>; 3] {
+            let n = self.dh.len() / HIDDEN;
+            let gemm = |lhs, rhs, dims: (usize, usize, usize)| {
+                let mut out = vec![0.0; dims.0 * dims.2];
+                matmul_stored(&mut out, lhs, rhs, dims, false, 1);
+                out
+            };
+            let (x, dh, w) = (&self.features, &self.dh, &self.w);
+            [
+                gemm((x, AsIs), (w, AsIs), (n, FEATURES, HIDDEN)),
+                gemm((dh, AsIs), (w, Transposed), (n, HIDDEN, FEATURES)),
+                gemm((x, Transposed), (dh, AsIs), (FEATURES, n, HIDDEN)),
+            ]
+        }
+
+        /// The same by the walks, into buffers that start as NaN.
+        fn walks(&self) -> [Vec<f32>; 3] {
+            let n = self.dh.len() / HIDDEN;
+            let mut out =
+                [n * HIDDEN, n * FEATURES, FEATURES * HIDDEN].map(|len| vec![f32::NAN; len]);
+            forward(&self.features, &self.w, &mut out[0]);
+            input_gradient(&self.dh, &self.w, &mut out[1]);
+            weight_gradient(&self.features, &self.dh, &mut out[2]);
+            out
+        }
     }
 }
