@@ -20,8 +20,6 @@ use crate::network::HIDDEN;
 /// Features per block of the input gradient: the block's weights, transposed, take 32 KB, an
 /// L1 cache's worth, and its sums 8 of AVX2's 16 registers (4 of AVX-512's).
 const COLUMNS: usize = 64;
-/// Images per task of the input gradient: one task per core at batch 128 was no faster.
-const IMAGES: usize = 32;
 /// Features per task of the weight gradient: four adjacent cache lines of each image's
 /// features, which are 36 KB apart, so that their loads wait on memory less often.
 const ROWS: usize = 64;
@@ -66,19 +64,22 @@ fn maker() -> [u8; 12] {
 pub(super) fn input_gradient(dh: &[f32], w: &[f32], out: &mut [f32]) {
     assert_eq!(w.len(), FEATURES * HIDDEN);
     assert_eq!(out.len() / FEATURES, dh.len() / HIDDEN);
-    // The weights by block of COLUMNS features, each block transposed to [128][COLUMNS], so
-    // that a hidden unit's weights for the block are contiguous vectors.
-    let mut wt = reuse(FEATURES * HIDDEN);
-    wt.par_chunks_mut(COLUMNS * HIDDEN)
-        .zip(w.par_chunks(COLUMNS * HIDDEN))
-        .for_each(|(t, w)| transpose_block(w, t));
-    out.par_chunks_mut(IMAGES * FEATURES)
-        .zip(dh.par_chunks(IMAGES * HIDDEN))
+    // A task per thread: each reads all the weights once, from L3.
+    let n = dh.len() / HIDDEN;
+    let images = n.div_ceil(rayon::current_num_threads()).clamp(8, 64);
+    out.par_chunks_mut(images * FEATURES)
+        .zip(dh.par_chunks(images * HIDDEN))
         .for_each(|(out, dh)| {
             let live: Vec<Vec<Term>> = dh.chunks(HIDDEN).map(nonzero).collect();
-            input_gradient_task(&live, &wt, out);
+            // One block of COLUMNS features at a time, transposed to [128][COLUMNS] into
+            // L1, so that a hidden unit's weights for the block are contiguous vectors.
+            let mut wt = reuse(COLUMNS * HIDDEN);
+            for (b, w) in w.chunks_exact(COLUMNS * HIDDEN).enumerate() {
+                transpose_block(w, &mut wt);
+                input_gradient_block(&live, &wt, b * COLUMNS, out);
+            }
+            spare(wt);
         });
-    spare(wt);
 }
 
 /// The gradient of the weights, `dw[j][o] = Σ_i features[i][j] · dh[i][o]`: `features`
@@ -241,20 +242,18 @@ fn transpose_block(w: &[f32], t: &mut [f32]) {
 }
 
 simd_fn! {
-    /// [`input_gradient`] for a few images (`live`: each one's nonzero terms of `dh`), every
-    /// block of features; `wt` the transposed blocks.
-    fn input_gradient_task(live: &[Vec<Term>], wt: &[f32], out: &mut [f32]) {
-        for (b, wt) in wt.chunks_exact(COLUMNS * HIDDEN).enumerate() {
-            for (terms, out) in live.iter().zip(out.chunks_exact_mut(FEATURES)) {
-                let mut sum = [0.0f32; COLUMNS];
-                for t in terms {
-                    let w = &wt[t.at as usize * COLUMNS..][..COLUMNS];
-                    for (s, w) in sum.iter_mut().zip(w) {
-                        *s = t.factor.mul_add(*w, *s);
-                    }
+    /// [`input_gradient`] for a few images (`live`: each one's nonzero terms of `dh`), the
+    /// COLUMNS features from `first`; `wt` their weights, transposed.
+    fn input_gradient_block(live: &[Vec<Term>], wt: &[f32], first: usize, out: &mut [f32]) {
+        for (terms, out) in live.iter().zip(out.chunks_exact_mut(FEATURES)) {
+            let mut sum = [0.0f32; COLUMNS];
+            for t in terms {
+                let w = &wt[t.at as usize * COLUMNS..][..COLUMNS];
+                for (s, w) in sum.iter_mut().zip(w) {
+                    *s = t.factor.mul_add(*w, *s);
                 }
-                out[b * COLUMNS..][..COLUMNS].copy_from_slice(&sum);
             }
+            out[first..][..COLUMNS].copy_from_slice(&sum);
         }
     }
 }
