@@ -64,9 +64,7 @@ fn maker() -> [u8; 12] {
 pub(super) fn input_gradient(dh: &[f32], w: &[f32], out: &mut [f32]) {
     assert_eq!(w.len(), FEATURES * HIDDEN);
     assert_eq!(out.len() / FEATURES, dh.len() / HIDDEN);
-    // A task per thread: each reads all the weights once, from L3.
-    let n = dh.len() / HIDDEN;
-    let images = n.div_ceil(rayon::current_num_threads()).clamp(8, 64);
+    let images = images_per_task(dh.len() / HIDDEN);
     out.par_chunks_mut(images * FEATURES)
         .zip(dh.par_chunks(images * HIDDEN))
         .for_each(|(out, dh)| {
@@ -80,6 +78,12 @@ pub(super) fn input_gradient(dh: &[f32], w: &[f32], out: &mut [f32]) {
             }
             spare(wt);
         });
+}
+
+/// Images per task of the walks that read all the layer's weights for each task (from L3):
+/// one task a thread.
+fn images_per_task(n: usize) -> usize {
+    n.div_ceil(rayon::current_num_threads()).clamp(8, 64)
 }
 
 /// The gradient of the weights, `dw[j][o] = Σ_i features[i][j] · dh[i][o]`: `features`
@@ -108,8 +112,7 @@ pub(super) fn forward(features: &[f32], w: &[f32], out: &mut [f32]) {
     assert_eq!(w.len(), FEATURES * HIDDEN);
     let n = out.len() / HIDDEN;
     assert_eq!(features.len(), n * FEATURES);
-    // A task per thread: each task reads all the weights once, from L3.
-    let images = n.div_ceil(rayon::current_num_threads()).clamp(8, 64);
+    let images = images_per_task(n);
     out.par_chunks_mut(images * HIDDEN)
         .zip(features.par_chunks(images * FEATURES))
         .for_each(|(out, features)| forward_task(features, w, out));
