@@ -73,7 +73,7 @@ mod x86 {
     stored_loop!(avx2_stored, "avx2,fma", _mm256_set1_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_storeu_ps, 8);
 }
 
-/// A vector instruction set: its name and lanes.
+/// A vector instruction set the runs use.
 #[derive(Clone, Copy)]
 enum Set {
     Avx512,
@@ -120,7 +120,7 @@ enum Kind {
     Stored,
 }
 
-/// Vector multiply-adds of `kind`, `rounds` of them, in `set` on this thread.
+/// Runs `rounds` of `kind` in `set` on this thread; returns the vector multiply-adds done.
 fn work(kind: Kind, set: Set, rounds: usize) -> usize {
     #[cfg(target_arch = "x86_64")]
     {
