@@ -102,9 +102,9 @@ pub(super) fn weight_gradient(features: &[f32], dh: &[f32], dw: &mut [f32]) {
 /// `gemm` crate's floor for it; `the_products_are_the_gemms_bytes` holds us to it). It sums
 /// each output as one chain from zero per block, and adds the blocks' sums in order.
 const KC: usize = 512;
-/// Features per step of the forward product's walk: their weights (16 KB) stay in L1 while
-/// every image of the task walks its nonzero ones among them.
-const SUB: usize = 32;
+/// Features per step of the forward product's walk: their weights (32 KB) are read from L1
+/// or L2 while every image of the task walks its nonzero ones among them.
+const SUB: usize = 64;
 
 /// The first dense layer's product, `out[i][o] = Σ_j features[i][j] · w[j][o]`: `features`
 /// [n × 9216], `w` [9216 × 128]; written in full into `out` [n × 128].
@@ -120,8 +120,8 @@ pub(super) fn forward(features: &[f32], w: &[f32], out: &mut [f32]) {
 
 simd_fn! {
     /// [`forward`] for a few images. SUB features at a time: each image lists its nonzero
-    /// ones, then walks them for half the outputs at a time, the half's sums in registers and
-    /// its chains in `chain` between steps.
+    /// ones, then walks them ([`walk`]), its sums in registers and its chains in `chain`
+    /// between steps.
     fn forward_task(features: &[f32], w: &[f32], out: &mut [f32]) {
         let images = out.len() / HIDDEN;
         let mut chain = reuse(out.len());
@@ -133,21 +133,12 @@ simd_fn! {
                 for (row, (list, count)) in features.chunks_exact(FEATURES).zip(&mut lists) {
                     *count = nonzero_at::<S>(array(row, first), list);
                 }
-                for half in 0..HIDDEN / HALF {
-                    let rows = features.chunks_exact(FEATURES).zip(chain.chunks_exact_mut(HIDDEN));
-                    for ((row, chain), (list, count)) in rows.zip(&lists) {
-                        let row: &[f32; SUB] = array(row, first);
-                        let chain: &mut [f32; HALF] = array_mut(chain, half * HALF);
-                        let mut sum = *chain;
-                        for &j in &list[..*count] {
-                            let x = row[usize::from(j)];
-                            let w = array::<HALF>(w, usize::from(j) * HIDDEN + half * HALF);
-                            for (s, w) in sum.iter_mut().zip(w) {
-                                *s = x.mul_add(*w, *s);
-                            }
-                        }
-                        *chain = sum;
-                    }
+                // All 128 sums in 8 of AVX-512's 32 registers; half of them (8 of AVX2's 16)
+                // otherwise.
+                if S::F32_LANES >= 16 {
+                    walk::<HIDDEN>(features, first, &lists, w, &mut chain);
+                } else {
+                    walk::<HALF>(features, first, &lists, w, &mut chain);
                 }
             }
             for (out, chain) in out.chunks_exact_mut(HIDDEN).zip(chain.chunks_exact(HIDDEN)) {
@@ -159,6 +150,36 @@ simd_fn! {
             }
         }
         spare(chain);
+    }
+}
+
+/// One step of [`forward_task`]: each image walks its listed features among the SUB from
+/// `first`, `P` of the outputs at a time, their sums in registers and the chains in `chain`.
+#[inline(always)]
+fn walk<const P: usize>(
+    features: &[f32],
+    first: usize,
+    lists: &[([u8; SUB], usize)],
+    w: &[f32],
+    chain: &mut [f32],
+) {
+    for part in 0..HIDDEN / P {
+        let rows = features
+            .chunks_exact(FEATURES)
+            .zip(chain.chunks_exact_mut(HIDDEN));
+        for ((row, chain), (list, count)) in rows.zip(lists) {
+            let row: &[f32; SUB] = array(row, first);
+            let chain: &mut [f32; P] = array_mut(chain, part * P);
+            let mut sum = *chain;
+            for &j in &list[..*count] {
+                let x = row[usize::from(j)];
+                let w = array::<P>(w, usize::from(j) * HIDDEN + part * P);
+                for (s, w) in sum.iter_mut().zip(w) {
+                    *s = x.mul_add(*w, *s);
+                }
+            }
+            *chain = sum;
+        }
     }
 }
 
