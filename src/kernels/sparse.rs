@@ -23,7 +23,8 @@ const COLUMNS: usize = 64;
 /// Features per task of the weight gradient: four adjacent cache lines of each image's
 /// features, which are 36 KB apart, so that their loads wait on memory less often.
 const ROWS: usize = 64;
-/// Hidden units summed at a time in the weight gradient (registers, as [`COLUMNS`]).
+/// Outputs summed at a time in registers: the weight gradient's hidden units, and the forward
+/// walk's without AVX-512 (8 of AVX2's 16 registers, as [`COLUMNS`]).
 const HALF: usize = HIDDEN / 2;
 
 /// Whether these pay on this processor. On x86-64 with AVX2 + FMA only, the GEMM runs both
