@@ -341,7 +341,7 @@ mod tests {
     }
 
     /// Each unit is kept or dropped by its own 16 bits of its quad's hash, wherever a slice
-    /// starts and whatever its length (whole blocks of 16 units, and the quads after them).
+    /// starts and whatever its length, in every instruction set.
     #[test]
     fn each_unit_is_dropped_by_its_own_bits() {
         let (seed, layer) = (7, Layer::Hidden);
@@ -352,14 +352,20 @@ mod tests {
             let z = splitmix64(seed.wrapping_add((quad + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
             (z >> (16 * (unit % 4))) & 0xFFFF >= threshold
         };
-        for (first, len) in [(0, 64), (4, 36), (20, 8), (48, 100)] {
-            let mut values = vec![1.0; len];
-            Dropout::Seeded(seed).apply(layer, first, &mut values);
-            for (i, &v) in values.iter().enumerate() {
-                let want = if kept(first + i) { scale } else { 0.0 };
-                assert_eq!(v, want, "unit {} of a slice from {first}", first + i);
+        // Whole passes of 64 units, a slice's last few units, both.
+        for (first, len) in [(0, 64), (4, 36), (20, 8), (48, 100), (8, 192)] {
+            let runs = crate::kernels::on_every_instruction_set(|| {
+                let mut values = vec![1.0; len];
+                Dropout::Seeded(seed).apply(layer, first, &mut values);
+                values
+            });
+            for (set, values) in runs {
+                for (i, &v) in values.iter().enumerate() {
+                    let want = if kept(first + i) { scale } else { 0.0 };
+                    assert_eq!(v, want, "unit {} of a slice from {first}, {set}", first + i);
+                }
+                assert!(values.contains(&0.0) || len < 16);
             }
-            assert!(values.contains(&0.0) || len < 16);
         }
     }
 }
