@@ -1,7 +1,8 @@
 //! Matrices transposed: floats in 8 x 8 tiles held in AVX2 registers where the processor has
-//! AVX2, bytes in 8 x 8 tiles in SSE2's on x86-64, else one value at a time. One value at a time, each strided store (or load)
-//! touches a cache line of its own, and the compiler leaves the loop scalar; the tiles take a
-//! fraction of that. A copy either way, so every way gives the same bytes.
+//! AVX2, bytes in 8 x 8 tiles in SSE2's on x86-64, else one value at a time. One value at a
+//! time, each strided store (or load) touches a cache line of its own, and the compiler leaves
+//! the loop scalar; the tiles take a fraction of that. A copy either way, so every way gives
+//! the same bytes.
 
 /// Which values [`transpose`] moves: a `rows` × `cols` matrix whose row r starts at
 /// `r * from`, written as `cols` rows whose row c starts at `c * to`.
