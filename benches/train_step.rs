@@ -3,9 +3,11 @@
 //!
 //! `cargo bench --bench train_step` (data from `MNIST_DATA_DIR`, else the committed subset;
 //! `BENCH_STEPS` steps measured after 3 warm-up steps, default 20; `BENCH_BACKEND` picks the
-//! engine as `--backend` does, default `cpu`). Medians, since this
-//! machine is noisy; compare only numbers taken in one sitting. `BENCH_FORMAT=json` prints one
-//! JSON line instead, which `bench/compare.py` reads to set mnist-cnn beside Keras and PyTorch.
+//! engine as `--backend` does, default `cpu`; `BENCH_PARTS=1` adds a table of the step's parts
+//! on our kernels, timed around each phase on the thread that runs the step). Medians, since
+//! shared machines are noisy; compare only numbers taken together. `BENCH_FORMAT=json` prints
+//! one JSON line instead, which `bench/compare.py` reads to set mnist-cnn beside Keras and
+//! PyTorch.
 
 use std::time::Instant;
 
@@ -55,6 +57,12 @@ fn main() {
     let mut trainer =
         engine::trainer(backend, TrainerState::fresh(1)).expect("the backend is available");
     let batch = 128;
+    // Where each step's time goes, by part, when asked (our kernels only).
+    let parts = std::env::var("BENCH_PARTS").as_deref() == Ok("1");
+    if parts {
+        mnist_cnn::kernels::parts::enable();
+    }
+    let mut part_ms: Vec<(&str, Vec<f64>)> = Vec::new();
     let mut step_ms = Vec::new();
     for step in 0..steps + 3 {
         let start = (step * batch) % (train.len() - batch);
@@ -64,8 +72,15 @@ fn main() {
         // The step `train` runs: the batch scaled, then the engine's step and Adadelta.
         let pixels = batch::pixels(&train, &indices);
         trainer.step(&pixels, &labels, step as u64, 1.0);
+        let laps = mnist_cnn::kernels::parts::take();
         if step >= 3 {
             step_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            for (name, ms) in laps {
+                match part_ms.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, all)) => all.push(ms),
+                    None => part_ms.push((name, vec![ms])),
+                }
+            }
         }
     }
     let mut eval_rate = Vec::new();
@@ -122,5 +137,17 @@ fn main() {
     match rss {
         Some(mib) => println!("| peak RSS (MiB) | {mib:.0} |"),
         None => println!("| peak RSS | n/a |"),
+    }
+    if parts {
+        println!();
+        println!("| part of a step (BENCH_PARTS=1) | ms, median of {steps} |");
+        println!("|---|---|");
+        let mut total = 0.0;
+        for (name, all) in part_ms {
+            let ms = median(all);
+            total += ms;
+            println!("| {name} | {ms:.2} |");
+        }
+        println!("| the parts' medians added | {total:.2} |");
     }
 }

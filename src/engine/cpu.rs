@@ -5,6 +5,7 @@ use super::{Backend, Forward, StepOutcome, Trainer};
 use crate::checkpoint::TrainerState;
 use crate::error::Result;
 use crate::kernels::forward::{Bf16Weights, Dropout, Net};
+use crate::kernels::parts::Laps;
 use crate::kernels::training;
 use crate::network::Params;
 use crate::optim::Adadelta;
@@ -33,9 +34,11 @@ impl Trainer for CpuTrainer {
             accumulators,
         } = &mut self.state;
         let step = training::step(params, pixels, labels, Dropout::Seeded(dropout_seed));
+        let mut laps = Laps::start();
         if step.loss.is_finite() {
             Adadelta::default().update_params(lr as f32, params, &step.grads, accumulators);
         }
+        laps.lap("Adadelta");
         StepOutcome {
             loss: step.loss,
             correct: step.correct,

@@ -12,6 +12,7 @@ use std::borrow::Cow;
 use rayon::prelude::*;
 
 use super::ConvLayout::{Burn, Gemm};
+use super::parts::Laps;
 use super::{
     Buffer, C1, FEATURES, GROUP, amx, array_mut, bias_relu, conv1, dense, features, relayout,
     reuse, spare, sparse, winograd,
@@ -245,6 +246,7 @@ impl<'a> Net<'a> {
             features(images, conv1, conv2, out, winner);
             dropout.apply(Layer::Pooled, group * GROUP * FEATURES, out);
         };
+        let mut laps = Laps::start();
         let images = pixels.par_chunks(GROUP * PIXELS);
         let outputs = pooled.par_chunks_mut(GROUP * FEATURES);
         let trace = if trace {
@@ -264,6 +266,7 @@ impl<'a> Net<'a> {
                 .for_each(|(group, (images, out))| conv(group, images, out, None));
             None
         };
+        laps.lap("forward: convolutions, pooling, dropout");
         // Dense + ReLU, dropout, dense.
         let threads = rayon::current_num_threads();
         let (d1, d2) = (&p.dense1, &p.dense2);
@@ -282,6 +285,7 @@ impl<'a> Net<'a> {
         };
         dropout.apply(Layer::Hidden, 0, &mut hidden);
         let logits = dense(&hidden, &d2.weight, &d2.bias, false, 1);
+        laps.lap("forward: dense layers");
         Pass {
             features: pooled,
             hidden,

@@ -44,6 +44,7 @@ pub(crate) use simd_fn;
 
 mod amx;
 pub mod forward;
+pub mod parts;
 mod sparse;
 pub mod training;
 mod transpose;

@@ -16,6 +16,7 @@ use rayon::prelude::*;
 
 use super::ConvLayout::{Burn, Gemm, Rows};
 use super::forward::{Dropout, Layer, Net, Pass, Trace};
+use super::parts::Laps;
 use super::{
     Buffer, C1, C2, FEATURES, GROUP, K2, S1, SP, Stored, TAPS, array, axpy, matmul_stored,
     relayout, reuse, spare, sparse,
@@ -38,15 +39,21 @@ pub struct Step {
 /// (scaled to [0, 1], 784 per image), at parameters `w`, with `dropout`.
 pub fn step(w: &Params, pixels: &[f32], labels: &[u8], dropout: Dropout) -> Step {
     assert_eq!(pixels.len(), labels.len() * PIXELS);
+    // Parts of the step for `parts` (the forward and conv backward passes lap their own).
+    let mut laps = Laps::start();
     let net = Net::new(w);
+    laps.lap("conv2's filter transform");
     let pass = net.run(pixels, dropout, true);
+    laps = Laps::start();
     let (loss, correct, dlogits) = cross_entropy(&pass.logits, labels);
     let dense = dense_backward(w, &pass, &dlogits, dropout);
+    laps.lap("loss, dense layers' backward pass");
     let trace = pass.trace.as_ref().expect("a traced pass");
     let conv = conv_backward(&net, pixels, (&pass, trace), &dense.features, dropout);
+    laps = Laps::start();
     spare(dense.features);
     spare(pass.features);
-    Step {
+    let step = Step {
         loss,
         correct,
         grads: Params {
@@ -61,7 +68,9 @@ pub fn step(w: &Params, pixels: &[f32], labels: &[u8], dropout: Dropout) -> Step
             dense1: dense.dense1,
             dense2: dense.dense2,
         },
-    }
+    };
+    laps.lap("gradients to burn's layouts");
+    step
 }
 
 /// The batch's mean softmax cross-entropy, how many rows' largest logit is the label, and the
@@ -174,6 +183,7 @@ fn conv_backward(
     let w = net.params();
     let w2 = relayout(&w.conv2.weight, C1, C2, Burn, Rows);
     let scale = dropout.scale(Layer::Pooled);
+    let mut laps = Laps::start();
     let partials: Vec<ConvGrads> = pixels
         .par_chunks(GROUP * PIXELS)
         .zip(dfeatures.par_chunks(GROUP * FEATURES))
@@ -190,7 +200,10 @@ fn conv_backward(
             grads
         })
         .collect();
-    ConvGrads::sum(&partials)
+    laps.lap("convolutions' backward pass, per group");
+    let sum = ConvGrads::sum(&partials);
+    laps.lap("convolutions' partial gradients added");
+    sum
 }
 
 /// One group's share of the convolution gradients: conv1's weight in the GEMM layout, conv2's
