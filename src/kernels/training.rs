@@ -180,10 +180,10 @@ fn conv_backward(
     dfeatures: &[f32],
     dropout: Dropout,
 ) -> ConvGrads {
+    let mut laps = Laps::start();
     let w = net.params();
     let w2 = relayout(&w.conv2.weight, C1, C2, Burn, Rows);
     let scale = dropout.scale(Layer::Pooled);
-    let mut laps = Laps::start();
     let partials: Vec<ConvGrads> = pixels
         .par_chunks(GROUP * PIXELS)
         .zip(dfeatures.par_chunks(GROUP * FEATURES))
