@@ -13,11 +13,16 @@ use crate::optim::Adadelta;
 /// Training through [`crate::kernels`].
 pub struct CpuTrainer {
     state: TrainerState,
+    /// Each step's gradients, written over the last step's (see `training::step_into`).
+    grads: Params,
 }
 
 impl CpuTrainer {
     pub fn new(state: TrainerState) -> CpuTrainer {
-        CpuTrainer { state }
+        CpuTrainer {
+            state,
+            grads: Params::zeros(),
+        }
     }
 }
 
@@ -33,16 +38,19 @@ impl Trainer for CpuTrainer {
             params,
             accumulators,
         } = &mut self.state;
-        let step = training::step(params, pixels, labels, Dropout::Seeded(dropout_seed));
+        let (loss, correct) = training::step_into(
+            params,
+            pixels,
+            labels,
+            Dropout::Seeded(dropout_seed),
+            &mut self.grads,
+        );
         let mut laps = Laps::start();
-        if step.loss.is_finite() {
-            Adadelta::default().update_params(lr as f32, params, &step.grads, accumulators);
+        if loss.is_finite() {
+            Adadelta::default().update_params(lr as f32, params, &self.grads, accumulators);
         }
         laps.lap("Adadelta");
-        StepOutcome {
-            loss: step.loss,
-            correct: step.correct,
-        }
+        StepOutcome { loss, correct }
     }
 
     fn state(&self) -> Result<TrainerState> {

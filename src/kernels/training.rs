@@ -12,6 +12,8 @@
 //! group order, and dropout masks are a function of (seed, layer, position) only, so the same
 //! seed gives the same model whatever the thread count's timing.
 
+use std::cell::RefCell;
+
 use rayon::prelude::*;
 
 use super::ConvLayout::{Burn, Gemm, Rows};
@@ -38,6 +40,26 @@ pub struct Step {
 /// The forward and backward pass of the mean softmax cross-entropy of `labels` over `pixels`
 /// (scaled to [0, 1], 784 per image), at parameters `w`, with `dropout`.
 pub fn step(w: &Params, pixels: &[f32], labels: &[u8], dropout: Dropout) -> Step {
+    let mut grads = Params::zeros();
+    let (loss, correct) = step_into(w, pixels, labels, dropout, &mut grads);
+    Step {
+        loss,
+        correct,
+        grads,
+    }
+}
+
+/// [`step`] into `grads`, returning the loss and how many were right. The first dense layer's
+/// weight gradient (4.7 MB) is written over in place: a new one each step was cleared first
+/// (~0.25 ms), and freeing it each step was all that kept the allocator from handing the
+/// step's other buffers back to the system and faulting them in again.
+pub fn step_into(
+    w: &Params,
+    pixels: &[f32],
+    labels: &[u8],
+    dropout: Dropout,
+    grads: &mut Params,
+) -> (f64, usize) {
     assert_eq!(pixels.len(), labels.len() * PIXELS);
     // Parts of the step for `parts` (the forward and conv backward passes lap their own).
     let mut laps = Laps::start();
@@ -46,31 +68,25 @@ pub fn step(w: &Params, pixels: &[f32], labels: &[u8], dropout: Dropout) -> Step
     let pass = net.run(pixels, dropout, true);
     laps = Laps::start();
     let (loss, correct, dlogits) = cross_entropy(&pass.logits, labels);
-    let dense = dense_backward(w, &pass, &dlogits, dropout);
+    let dense = dense_backward(w, &pass, &dlogits, dropout, &mut grads.dense1.weight);
     laps.lap("loss, dense layers' backward pass");
     let trace = pass.trace.as_ref().expect("a traced pass");
     let conv = conv_backward(&net, pixels, (&pass, trace), &dense.features, dropout);
     laps = Laps::start();
     spare(dense.features);
     spare(pass.features);
-    let step = Step {
-        loss,
-        correct,
-        grads: Params {
-            conv1: Weights {
-                weight: relayout(&conv.w1, 1, C1, Gemm, Burn),
-                bias: conv.b1,
-            },
-            conv2: Weights {
-                weight: relayout(&conv.w2, C1, C2, Rows, Burn),
-                bias: conv.b2,
-            },
-            dense1: dense.dense1,
-            dense2: dense.dense2,
-        },
+    grads.conv1 = Weights {
+        weight: relayout(&conv.w1, 1, C1, Gemm, Burn),
+        bias: conv.b1,
     };
+    grads.conv2 = Weights {
+        weight: relayout(&conv.w2, C1, C2, Rows, Burn),
+        bias: conv.b2,
+    };
+    grads.dense1.bias = dense.dense1_bias;
+    grads.dense2 = dense.dense2;
     laps.lap("gradients to burn's layouts");
-    step
+    (loss, correct)
 }
 
 /// The batch's mean softmax cross-entropy, how many rows' largest logit is the label, and the
@@ -98,15 +114,20 @@ fn cross_entropy(logits: &[f32], labels: &[u8]) -> (f64, usize, Vec<f32>) {
 
 /// What the dense layers' backward pass yields.
 struct DenseGrads {
-    /// The gradients of each dense layer, in burn's layouts.
-    dense1: Weights,
+    dense1_bias: Vec<f32>,
     dense2: Weights,
     /// The gradient with respect to the pooled features after dropout, [n × 9216].
     features: Buffer,
 }
 
 /// The dense layers' backward pass, from the logits' gradient.
-fn dense_backward(w: &Params, forward: &Pass, dlogits: &[f32], dropout: Dropout) -> DenseGrads {
+fn dense_backward(
+    w: &Params,
+    forward: &Pass,
+    dlogits: &[f32],
+    dropout: Dropout,
+    dw3: &mut [f32],
+) -> DenseGrads {
     let n = dlogits.len() / NUM_CLASSES;
     let mut dw4 = vec![0.0f32; HIDDEN * NUM_CLASSES];
     let dims = (HIDDEN, n, NUM_CLASSES);
@@ -136,11 +157,10 @@ fn dense_backward(w: &Params, forward: &Pass, dlogits: &[f32], dropout: Dropout)
     }
     // The first dense layer's two big products, skipping the zeros ReLU and dropout left
     // where that pays, else as GEMMs: the same bytes either way.
-    let mut dw3 = vec![0.0f32; FEATURES * HIDDEN];
     // Written in full by its product.
     let mut dfeatures = reuse(n * FEATURES);
     if sparse::pays() {
-        sparse::weight_gradient(&forward.features, &dh, &mut dw3);
+        sparse::weight_gradient(&forward.features, &dh, dw3);
         sparse::input_gradient(&dh, &w.dense1.weight, &mut dfeatures);
     } else {
         // Independent and of equal size: one per thread, rather than each split across both.
@@ -148,7 +168,7 @@ fn dense_backward(w: &Params, forward: &Pass, dlogits: &[f32], dropout: Dropout)
             || {
                 let dims = (FEATURES, n, HIDDEN);
                 let features = transposed(&forward.features);
-                matmul_stored(&mut dw3, features, as_is(&dh), dims, false, 1);
+                matmul_stored(dw3, features, as_is(&dh), dims, false, 1);
             },
             || {
                 let dims = (n, HIDDEN, FEATURES);
@@ -159,10 +179,7 @@ fn dense_backward(w: &Params, forward: &Pass, dlogits: &[f32], dropout: Dropout)
     }
     let db3 = column_sums(&dh, HIDDEN);
     DenseGrads {
-        dense1: Weights {
-            weight: dw3,
-            bias: db3,
-        },
+        dense1_bias: db3,
         dense2: Weights {
             weight: dw4,
             bias: db4,
@@ -184,30 +201,45 @@ fn conv_backward(
     let w = net.params();
     let w2 = relayout(&w.conv2.weight, C1, C2, Burn, Rows);
     let scale = dropout.scale(Layer::Pooled);
-    let partials: Vec<ConvGrads> = pixels
-        .par_chunks(GROUP * PIXELS)
+    // Each group's gradients, side by side in one buffer reused from step to step; each task
+    // clears its own.
+    let mut partials = reuse(pixels.len().div_ceil(GROUP * PIXELS) * PARTIAL);
+    partials
+        .par_chunks_mut(PARTIAL)
+        .zip(pixels.par_chunks(GROUP * PIXELS))
         .zip(dfeatures.par_chunks(GROUP * FEATURES))
         .zip(forward.features.par_chunks(GROUP * FEATURES))
         .zip(trace.winner.par_chunks(GROUP * FEATURES))
-        .map(|(((images, grad), features), winner)| {
-            let mut grads = ConvGrads::zero();
+        .for_each(|((((partial, images), grad), features), winner)| {
+            partial.fill(0.0);
             // conv1's maps again, as the forward pass computed them (the same bytes).
             let mut a1 = reuse(images.len() / PIXELS * S1 * S1 * C1);
             net.conv1_maps(images, &mut a1);
             let pooled = (grad, features, winner, scale);
-            conv_backward_group(images, &a1, pooled, &w2, &mut grads);
+            conv_backward_group(images, &a1, pooled, &w2, partial);
             spare(a1);
-            grads
-        })
-        .collect();
+        });
     laps.lap("convolutions' backward pass, per group");
     let sum = ConvGrads::sum(&partials);
+    spare(partials);
     laps.lap("convolutions' partial gradients added");
     sum
 }
 
-/// One group's share of the convolution gradients: conv1's weight in the GEMM layout, conv2's
-/// in rows.
+/// Floats of one group's gradients in the partial sums: conv1's weight (GEMM layout), conv1's
+/// bias, conv2's weight (in rows), conv2's bias.
+const PARTIAL: usize = TAPS * C1 + C1 + K2 * C2 + C2;
+
+/// One group's gradients, `PARTIAL` floats, as (conv1's weight, its bias, conv2's weight, its
+/// bias).
+fn split_partial(p: &mut [f32]) -> (&mut [f32], &mut [f32], &mut [f32], &mut [f32]) {
+    let (w1, rest) = p.split_at_mut(TAPS * C1);
+    let (b1, rest) = rest.split_at_mut(C1);
+    let (w2, b2) = rest.split_at_mut(K2 * C2);
+    (w1, b1, w2, b2)
+}
+
+/// The convolutions' gradients: conv1's weight in the GEMM layout, conv2's in rows.
 struct ConvGrads {
     w1: Vec<f32>,
     b1: Vec<f32>,
@@ -216,44 +248,29 @@ struct ConvGrads {
 }
 
 impl ConvGrads {
-    fn zero() -> ConvGrads {
-        ConvGrads {
-            w1: vec![0.0; TAPS * C1],
-            b1: vec![0.0; C1],
-            w2: vec![0.0; K2 * C2],
-            b2: vec![0.0; C2],
-        }
-    }
-
-    /// The groups' partial gradients added in group order, each value as one thread would
-    /// add them; the values are split between the threads (on one, this took ~0.4 ms of each
-    /// step), all four gradients' in one parallel loop (one wake-up of the other thread).
-    fn sum(partials: &[ConvGrads]) -> ConvGrads {
+    /// The groups' partial gradients (`PARTIAL` floats each) added in group order, each value
+    /// as one thread would add them; the values are split between the threads (on one, this
+    /// took ~0.4 ms of each step).
+    fn sum(partials: &[f32]) -> ConvGrads {
         /// Values a task adds.
         const CHUNK: usize = 1024;
-        let mut total = ConvGrads::zero();
-        let fields = [&mut total.w1, &mut total.b1, &mut total.w2, &mut total.b2];
-        let tasks: Vec<(usize, usize, &mut [f32])> = fields
-            .into_iter()
-            .enumerate()
-            .flat_map(|(f, sums)| {
-                sums.chunks_mut(CHUNK)
-                    .enumerate()
-                    .map(move |(k, s)| (f, k, s))
-            })
-            .collect();
-        tasks.into_par_iter().for_each(|(f, k, sums)| {
-            for p in partials {
-                let part = &p.fields()[f][k * CHUNK..][..sums.len()];
-                sums.iter_mut().zip(part).for_each(|(a, b)| *a += b);
-            }
-        });
+        let mut total = vec![0.0f32; PARTIAL];
         total
-    }
-
-    /// The four gradients, in the order [`ConvGrads::sum`] takes them.
-    fn fields(&self) -> [&[f32]; 4] {
-        [&self.w1, &self.b1, &self.w2, &self.b2]
+            .par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(k, sums)| {
+                for p in partials.chunks_exact(PARTIAL) {
+                    let part = &p[k * CHUNK..][..sums.len()];
+                    sums.iter_mut().zip(part).for_each(|(a, b)| *a += b);
+                }
+            });
+        let (w1, b1, w2, b2) = split_partial(&mut total);
+        ConvGrads {
+            w1: w1.to_vec(),
+            b1: b1.to_vec(),
+            w2: w2.to_vec(),
+            b2: b2.to_vec(),
+        }
     }
 }
 
@@ -270,18 +287,22 @@ struct Pooled<'a> {
     scale: f32,
 }
 
-/// conv2's and conv1's gradients for one group of images (`w2` in rows), added into `grads`:
-/// per image, [`conv2_backward`] then [`conv1_backward`].
+/// conv2's and conv1's gradients for one group of images (`w2` in rows), added into `grads`
+/// (`PARTIAL` floats, see [`split_partial`]): per image, [`conv2_backward`] then
+/// [`conv1_backward`].
 fn conv_backward_group(
     images: &[f32],
     a1: &[f32],
     (grad, features, winner, scale): (&[f32], &[f32], &[u8], f32),
     w2: &[f32],
-    grads: &mut ConvGrads,
+    grads: &mut [f32],
 ) {
+    let (dw1, db1, dw2, db2) = split_partial(grads);
     // conv1's output gradient, written in full for each image by conv2's backward pass.
     let mut dz1 = reuse(S1 * S1 * C1);
-    let mut live = LiveCells::new();
+    let mut live = LIVE
+        .with_borrow_mut(Option::take)
+        .unwrap_or_else(LiveCells::new);
     let per_image = grad
         .chunks(FEATURES)
         .zip(features.chunks(FEATURES))
@@ -297,18 +318,17 @@ fn conv_backward_group(
             winner,
             scale,
         };
-        conv2_backward(
-            a1,
-            pooled,
-            w2,
-            &mut grads.w2,
-            &mut grads.b2,
-            &mut dz1,
-            &mut live,
-        );
-        conv1_backward(img, a1, &dz1, &mut grads.w1, &mut grads.b1);
+        conv2_backward(a1, pooled, w2, dw2, db2, &mut dz1, &mut live);
+        conv1_backward(img, a1, &dz1, dw1, db1);
     }
     spare(dz1);
+    LIVE.with_borrow_mut(|slot| *slot = Some(live));
+}
+
+thread_local! {
+    /// Each thread's live-cell lists, kept from group to group: 74 KB to allocate and clear
+    /// for every group otherwise.
+    static LIVE: RefCell<Option<Box<LiveCells>>> = const { RefCell::new(None) };
 }
 
 simd_fn! {
@@ -807,7 +827,8 @@ mod tests {
             logits: act.logits.clone(),
             trace: None,
         };
-        let got = dense_backward(&case.w, &pass, &dlogits, case.dropout);
+        let mut got_dw3 = vec![f32::NAN; FEATURES * HIDDEN];
+        let got = dense_backward(&case.w, &pass, &dlogits, case.dropout, &mut got_dw3);
         let (dh, dw4, db4) =
             reference::dense_backward(&act.hidden, &case.w.dense2.weight, &dlogits, NUM_CLASSES);
         let dh = reference::dropout_backward(&dh, &case.masks.1);
@@ -816,8 +837,8 @@ mod tests {
             reference::dense_backward(&act.features, &case.w.dense1.weight, &dh, HIDDEN);
         assert_close(&got.dense2.weight, &dw4, 1e-5, "dense2 weight");
         assert_close(&got.dense2.bias, &db4, 1e-5, "dense2 bias");
-        assert_close(&got.dense1.weight, &dw3, 1e-5, "dense1 weight");
-        assert_close(&got.dense1.bias, &db3, 1e-5, "dense1 bias");
+        assert_close(&got_dw3, &dw3, 1e-5, "dense1 weight");
+        assert_close(&got.dense1_bias, &db3, 1e-5, "dense1 bias");
         assert_close(&got.features, &dfeatures, 1e-5, "features' gradient");
     }
 
