@@ -71,17 +71,18 @@ pub fn step_into(
     let dense = dense_backward(w, &pass, &dlogits, dropout, &mut grads.dense1.weight);
     laps.lap("loss, dense layers' backward pass");
     let trace = pass.trace.as_ref().expect("a traced pass");
-    let conv = conv_backward(&net, pixels, (&pass, trace), &dense.features, dropout);
+    let mut conv = conv_backward(&net, pixels, (&pass, trace), &dense.features, dropout);
     laps = Laps::start();
     spare(dense.features);
     spare(pass.features);
+    let (w1, b1, w2, b2) = split_partial(&mut conv);
     grads.conv1 = Weights {
-        weight: relayout(&conv.w1, 1, C1, Gemm, Burn),
-        bias: conv.b1,
+        weight: relayout(w1, 1, C1, Gemm, Burn),
+        bias: b1.to_vec(),
     };
     grads.conv2 = Weights {
-        weight: relayout(&conv.w2, C1, C2, Rows, Burn),
-        bias: conv.b2,
+        weight: relayout(w2, C1, C2, Rows, Burn),
+        bias: b2.to_vec(),
     };
     grads.dense1.bias = dense.dense1_bias;
     grads.dense2 = dense.dense2;
@@ -112,8 +113,9 @@ fn cross_entropy(logits: &[f32], labels: &[u8]) -> (f64, usize, Vec<f32>) {
     (loss / n as f64, correct, dlogits)
 }
 
-/// What the dense layers' backward pass yields.
+/// What the dense layers' backward pass yields besides the first layer's weight gradient.
 struct DenseGrads {
+    /// The first layer's bias gradient, and the second layer's gradients in burn's layouts.
     dense1_bias: Vec<f32>,
     dense2: Weights,
     /// The gradient with respect to the pooled features after dropout, [n × 9216].
@@ -189,14 +191,14 @@ fn dense_backward(
 }
 
 /// The convolutions' gradients, per group of images; the groups' partial sums are kept apart
-/// and added in group order.
+/// and added in group order. Returns their sum, laid out as a group's (see [`split_partial`]).
 fn conv_backward(
     net: &Net<'_>,
     pixels: &[f32],
     (forward, trace): (&Pass, &Trace),
     dfeatures: &[f32],
     dropout: Dropout,
-) -> ConvGrads {
+) -> Vec<f32> {
     let mut laps = Laps::start();
     let w = net.params();
     let w2 = relayout(&w.conv2.weight, C1, C2, Burn, Rows);
@@ -220,7 +222,7 @@ fn conv_backward(
             spare(a1);
         });
     laps.lap("convolutions' backward pass, per group");
-    let sum = ConvGrads::sum(&partials);
+    let sum = sum_partials(&partials);
     spare(partials);
     laps.lap("convolutions' partial gradients added");
     sum
@@ -239,39 +241,23 @@ fn split_partial(p: &mut [f32]) -> (&mut [f32], &mut [f32], &mut [f32], &mut [f3
     (w1, b1, w2, b2)
 }
 
-/// The convolutions' gradients: conv1's weight in the GEMM layout, conv2's in rows.
-struct ConvGrads {
-    w1: Vec<f32>,
-    b1: Vec<f32>,
-    w2: Vec<f32>,
-    b2: Vec<f32>,
-}
-
-impl ConvGrads {
-    /// The groups' partial gradients (`PARTIAL` floats each) added in group order, each value
-    /// as one thread would add them; the values are split between the threads (on one, this
-    /// took ~0.4 ms of each step).
-    fn sum(partials: &[f32]) -> ConvGrads {
-        /// Values a task adds.
-        const CHUNK: usize = 1024;
-        let mut total = vec![0.0f32; PARTIAL];
-        total
-            .par_chunks_mut(CHUNK)
-            .enumerate()
-            .for_each(|(k, sums)| {
-                for p in partials.chunks_exact(PARTIAL) {
-                    let part = &p[k * CHUNK..][..sums.len()];
-                    sums.iter_mut().zip(part).for_each(|(a, b)| *a += b);
-                }
-            });
-        let (w1, b1, w2, b2) = split_partial(&mut total);
-        ConvGrads {
-            w1: w1.to_vec(),
-            b1: b1.to_vec(),
-            w2: w2.to_vec(),
-            b2: b2.to_vec(),
-        }
-    }
+/// The groups' partial gradients (`PARTIAL` floats each) added in group order, each value as
+/// one thread would add them; the values are split between the threads (on one, this took
+/// ~0.4 ms of each step).
+fn sum_partials(partials: &[f32]) -> Vec<f32> {
+    /// Values a task adds.
+    const CHUNK: usize = 1024;
+    let mut total = vec![0.0f32; PARTIAL];
+    total
+        .par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(k, sums)| {
+            for p in partials.chunks_exact(PARTIAL) {
+                let part = &p[k * CHUNK..][..sums.len()];
+                sums.iter_mut().zip(part).for_each(|(a, b)| *a += b);
+            }
+        });
+    total
 }
 
 /// What the backward pass needs of one image's pooled features, each in burn's flatten order.
