@@ -27,19 +27,39 @@ const ROWS: usize = 64;
 /// walk's without AVX-512 (8 of AVX2's 16 registers, as [`COLUMNS`]).
 const HALF: usize = HIDDEN / 2;
 
-/// Whether these pay on this processor. On x86-64 with AVX2 + FMA only, the GEMM runs both
-/// products at about half the FMA peak, and these take about 0.7x its time. On AMD's
-/// AVX-512 processors (an EPYC of family 25), where 512-bit vectors give no more multiply-adds
-/// a cycle than 256-bit ones, the dense backward pass took 3.3 ms against the GEMM's 4.3, and
-/// the forward product in training 1.8-2.3 ms against 2.5-3.2 (the forward walk is not
-/// measured on the AVX2-only processors yet). On Intel's AVX-512 processors the GEMM runs near
-/// the peak, and an earlier sparse walk measured slower there: it keeps them
-/// (docs/performance.md). Either gives the same bytes.
-pub(super) fn pays() -> bool {
+/// Which of the products walk their nonzero terms here, rather than run as GEMMs: either gives
+/// the same bytes.
+pub(super) struct Walks {
+    /// The forward product in training.
+    pub forward: bool,
+    /// The input gradient.
+    pub input_gradient: bool,
+    /// The weight gradient.
+    pub weight_gradient: bool,
+}
+
+/// What pays on this processor. On x86-64 with AVX2 + FMA only, the GEMM runs the products at
+/// about half the FMA peak, and all three walks take less time. On AMD's AVX-512 processors
+/// (an EPYC of family 25), where 512-bit vectors give no more multiply-adds a cycle than
+/// 256-bit ones, so do they: the dense backward pass took 3.3 ms against the GEMMs' 4.3, and
+/// the forward product in training 1.8-2.3 ms against 2.5-3.2. On Intel's AVX-512 processors
+/// (a Xeon of family 6 model 167) the forward walk took 1.84 ms against the GEMM's 2.33-2.43
+/// and the input gradient's 1.06 against a GEMM's share, but the weight gradient's walk
+/// 1.85-2.07 ms against 1.2 for the GEMM on both threads: its listing alone, 128 strided
+/// reads a task, took 0.75 (docs/performance.md).
+pub(super) fn walks() -> Walks {
     #[cfg(target_arch = "x86_64")]
-    return !(is_x86_feature_detected!("avx512f") && intel());
+    return Walks {
+        forward: true,
+        input_gradient: true,
+        weight_gradient: !(is_x86_feature_detected!("avx512f") && intel()),
+    };
     #[cfg(not(target_arch = "x86_64"))]
-    false
+    Walks {
+        forward: false,
+        input_gradient: false,
+        weight_gradient: false,
+    }
 }
 
 /// Whether the processor is Intel's.
