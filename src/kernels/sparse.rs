@@ -43,10 +43,11 @@ pub(super) struct Walks {
 /// (an EPYC of family 25), where 512-bit vectors give no more multiply-adds a cycle than
 /// 256-bit ones, so do they: the dense backward pass took 3.3 ms against the GEMMs' 4.3, and
 /// the forward product in training 1.8-2.3 ms against 2.5-3.2. On Intel's AVX-512 processors
-/// (a Xeon of family 6 model 167) the forward walk took 1.84 ms against the GEMM's 2.33-2.43
-/// and the input gradient's 1.06 against a GEMM's share, but the weight gradient's walk
-/// 1.85-2.07 ms against 1.2 for the GEMM on both threads: its listing alone, 128 strided
-/// reads a task, took 0.75 (docs/performance.md).
+/// (a Xeon of family 6 model 167) the forward walk took 1.84 ms against the GEMM's 2.33-2.43,
+/// and the input gradient's walk beside the weight gradient's GEMM on both threads made the
+/// backward pass 0.3 ms faster than the two GEMMs joined; but the weight gradient's walk took
+/// 2.07 ms against 1.2 for that GEMM: its listing alone, 128 strided reads a task, 0.75
+/// (docs/performance.md).
 pub(super) fn walks() -> Walks {
     #[cfg(target_arch = "x86_64")]
     return Walks {
