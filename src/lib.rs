@@ -13,8 +13,10 @@
 //! - using a model: [`evaluate`] (loss, accuracy, confusion), [`digits`] (people's pictures),
 //!   [`formats`] (reading PyTorch's safetensors; exporting ONNX and safetensors);
 //! - data: [`data`] fetches and decodes MNIST;
-//! - output: [`charts`] draws, [`fsutil`] writes atomically, [`error`] types every failure.
+//! - output: [`charts`] draws, [`fsutil`] writes atomically, [`error`] types every failure;
+//! - the process: [`allocator`] starts large blocks on a cache line.
 
+pub mod allocator;
 pub mod charts;
 pub mod checkpoint;
 pub mod cli;
@@ -41,3 +43,7 @@ pub mod rng;
 pub mod settings;
 
 pub use error::{Error, Result};
+
+/// Every binary and test that links this crate allocates through it.
+#[global_allocator]
+static ALLOCATOR: allocator::LineAligned = allocator::LineAligned;

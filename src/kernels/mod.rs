@@ -67,8 +67,9 @@ const K2: usize = TAPS * C1;
 const GROUP: usize = 2;
 
 /// A buffer of floats that starts on a cache line: vector loads and stores that straddle two
-/// lines cost about twice as much, and large `Vec`s start 16 bytes past a page (see
-/// docs/performance.md).
+/// lines cost about twice as much (see docs/performance.md). Its own alignment, whatever the
+/// allocator; [`crate::allocator`] aligns large `Vec`s as well, for the parameters and their
+/// gradients.
 type Buffer = aligned_vec::AVec<f32>;
 
 /// A [`Buffer`] of `len` zeros.
