@@ -231,7 +231,8 @@ impl Terms {
 
 /// [`Terms::list`] with AVX-512's compress, 16 values a time: a branch-free listing, where the
 /// bits' loop mispredicts its end for every row (about a fifth of the forward walk's time).
-/// Writes `x` and `at` in full (zeros past the count); returns the count.
+/// Writes the values and positions to the front of `x` and `at` (and zeros to up to 16 slots
+/// after them); returns how many.
 ///
 /// # Safety
 /// The processor must have AVX-512F.
@@ -247,7 +248,7 @@ unsafe fn compress_avx512(row: &[f32; SUB], x: &mut [f32; SUB], at: &mut [u8; SU
     for (k, values) in row.chunks_exact(LANES).enumerate() {
         // SAFETY: 16 values; the stores start at `count` ≤ 16 k, so they end by SUB. Each
         // writes 16 lanes, the compressed ones first and zeros after, which the next chunk's
-        // store overwrites from its own count on.
+        // stores overwrite from its own count on.
         unsafe {
             let v = _mm512_loadu_ps(values.as_ptr());
             // Unordered: NaN counts as not zero, as `!=` has it.
