@@ -14,7 +14,7 @@ const LARGE: usize = 4096;
 /// A cache line, in bytes.
 const LINE: usize = 64;
 
-/// [`System`], with blocks of [`LARGE`] bytes or more aligned to [`LINE`].
+/// [`System`], with blocks of 4 KB or more aligned to a 64-byte cache line.
 pub struct LineAligned;
 
 /// The layout a block is allocated (and so freed) with: a function of the caller's layout
