@@ -63,10 +63,12 @@ pub(super) fn walks() -> Walks {
     }
 }
 
-/// Whether the processor is Intel's.
+/// Whether the processor is Intel's: asked of CPUID once, since [`walks`] is asked twice a
+/// step and CPUID traps to the hypervisor in a virtual machine.
 #[cfg(target_arch = "x86_64")]
 fn intel() -> bool {
-    &maker() == b"GenuineIntel"
+    static INTEL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *INTEL.get_or_init(|| &maker() == b"GenuineIntel")
 }
 
 /// The processor's maker, as CPUID leaf 0 spells it in EBX, EDX, ECX.
