@@ -275,7 +275,7 @@ impl<'a> Net<'a> {
             // In training, ReLU, the max-pool and dropout leave most features at zero, and a
             // walk over the others gives the GEMM's bytes in less time where that pays. In
             // evaluation, with about half of them zero, the GEMM was faster.
-            None if dropout != Dropout::Off && sparse::walks().forward => {
+            None if dropout != Dropout::Off && sparse::pays() => {
                 let mut out = vec![0.0f32; n * HIDDEN];
                 sparse::forward(&pooled, &d1.weight, &mut out);
                 bias_relu(&mut out, &d1.bias, true);

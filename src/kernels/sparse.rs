@@ -9,7 +9,9 @@
 //! product; the backward products' 128 fit one), adding the blocks' sums in order, as the
 //! forward walk does; so these are the GEMM's bytes, and the training run's numbers did not
 //! move (`the_products_are_the_gemms_bytes`). Each output is a vector lane's own chain, so
-//! every instruction set gives the same bytes.
+//! every instruction set gives the same bytes. The forward walk leaves out the zero features;
+//! both backward walks, the zero gradients of the hidden layer (a list of about 32 images a
+//! unit for the weight gradient, of 32 units an image for the input gradient).
 
 use rayon::prelude::*;
 
@@ -20,66 +22,24 @@ use crate::network::HIDDEN;
 /// Features per block of the input gradient: the block's weights, transposed, take 32 KB, an
 /// L1 cache's worth, and its sums 8 of AVX2's 16 registers (4 of AVX-512's).
 const COLUMNS: usize = 64;
-/// Features per task of the weight gradient: four adjacent cache lines of each image's
-/// features, which are 36 KB apart, so that their loads wait on memory less often.
+/// Features per task of the weight gradient: each image's 64 of them, copied side by side (32
+/// KB for a batch of 128), stay in L1 while every hidden unit reads them.
 const ROWS: usize = 64;
-/// Outputs summed at a time in registers: the weight gradient's hidden units, and the forward
-/// walk's without AVX-512 (8 of AVX2's 16 registers, as [`COLUMNS`]).
+/// Hidden units of the weight gradient summed before their sums are transposed.
+const UNITS: usize = 16;
+/// Outputs the forward walk sums at a time in registers without AVX-512 (8 of AVX2's 16
+/// registers, as [`COLUMNS`]).
 const HALF: usize = HIDDEN / 2;
 
-/// Which of the products walk their nonzero terms here, rather than run as GEMMs: either gives
-/// the same bytes.
-pub(super) struct Walks {
-    /// The forward product in training.
-    pub forward: bool,
-    /// The input gradient.
-    pub input_gradient: bool,
-    /// The weight gradient.
-    pub weight_gradient: bool,
-}
-
-/// What pays on this processor. On x86-64 with AVX2 + FMA only, the GEMM runs the products at
-/// about half the FMA peak, and all three walks take less time. On AMD's AVX-512 processors
-/// (an EPYC of family 25), where 512-bit vectors give no more multiply-adds a cycle than
-/// 256-bit ones, so do they: the dense backward pass took 3.3 ms against the GEMMs' 4.3, and
-/// the forward product in training 1.8-2.3 ms against 2.5-3.2. On Intel's AVX-512 processors
-/// (a Xeon of family 6 model 167) the forward walk took 1.84 ms against the GEMM's 2.33-2.43,
-/// and the input gradient's walk beside the weight gradient's GEMM on both threads made the
-/// backward pass 0.3 ms faster than the two GEMMs joined; but the weight gradient's walk took
-/// 2.07 ms against 1.2 for that GEMM: its listing alone, 128 strided reads a task, 0.75
-/// (docs/performance.md).
-pub(super) fn walks() -> Walks {
-    #[cfg(target_arch = "x86_64")]
-    return Walks {
-        forward: true,
-        input_gradient: true,
-        weight_gradient: !(is_x86_feature_detected!("avx512f") && intel()),
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    Walks {
-        forward: false,
-        input_gradient: false,
-        weight_gradient: false,
-    }
-}
-
-/// Whether the processor is Intel's: asked of CPUID once, since [`walks`] is asked twice a
-/// step and CPUID traps to the hypervisor in a virtual machine.
-#[cfg(target_arch = "x86_64")]
-fn intel() -> bool {
-    static INTEL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *INTEL.get_or_init(|| &maker() == b"GenuineIntel")
-}
-
-/// The processor's maker, as CPUID leaf 0 spells it in EBX, EDX, ECX.
-#[cfg(target_arch = "x86_64")]
-fn maker() -> [u8; 12] {
-    let leaf = std::arch::x86_64::__cpuid(0);
-    let mut name = [0; 12];
-    for (part, r) in name.chunks_exact_mut(4).zip([leaf.ebx, leaf.edx, leaf.ecx]) {
-        part.copy_from_slice(&r.to_le_bytes());
-    }
-    name
+/// Whether the products walk their nonzero terms here rather than run as GEMMs: either gives
+/// the same bytes. On x86-64 every walk took less time than its GEMM: with AVX2 + FMA only,
+/// where the GEMM runs these shapes at about half the FMA peak; on AMD's AVX-512 processors (an
+/// EPYC of family 25), where 512-bit vectors give no more multiply-adds a cycle than 256-bit
+/// ones (the dense backward pass 3.3 ms against the GEMMs' 4.3, the forward product in
+/// training 1.8-2.3 ms against 2.5-3.2); and on Intel's (a Xeon of family 6 model 167) once
+/// each walk's operands were laid out for L1 (docs/performance.md).
+pub(super) fn pays() -> bool {
+    cfg!(target_arch = "x86_64")
 }
 
 /// The loss's gradient with respect to the features, `dfeatures[i][j] = Σ_o dh[i][o] ·
@@ -116,10 +76,13 @@ pub(super) fn weight_gradient(features: &[f32], dh: &[f32], dw: &mut [f32]) {
     let n = dh.len() / HIDDEN;
     assert_eq!(features.len(), n * FEATURES);
     assert_eq!(dw.len(), FEATURES * HIDDEN);
-    dw.par_chunks_mut(ROWS * HIDDEN).enumerate().for_each_init(
-        || vec![Term::default(); ROWS * n],
-        |terms, (task, dw)| weight_gradient_task(features, dh, task * ROWS, terms, dw),
-    );
+    // Each hidden unit's nonzero gradients, by image in order: 128 short lists, every task's.
+    let live: Vec<Vec<Term>> = (0..HIDDEN)
+        .map(|o| nonzero(&dh[o..].iter().step_by(HIDDEN).copied().collect::<Vec<_>>()))
+        .collect();
+    dw.par_chunks_mut(ROWS * HIDDEN)
+        .enumerate()
+        .for_each(|(task, dw)| weight_gradient_task(features, &live, task * ROWS, dw));
 }
 
 /// Features per block of the forward product: the GEMM's `kc` for this layer's shapes (the
@@ -393,44 +356,71 @@ simd_fn! {
 }
 
 simd_fn! {
-    /// [`weight_gradient`] for the ROWS features from `first`: lists each one's nonzero
-    /// features by image (in `terms`, ROWS lists of n), then sums their images' rows of `dh`.
-    fn weight_gradient_task(
-        features: &[f32],
-        dh: &[f32],
-        first: usize,
-        terms: &mut [Term],
-        dw: &mut [f32],
-    ) {
-        let n = dh.len() / HIDDEN;
-        let mut count = [0usize; ROWS];
-        for (i, row) in features.chunks_exact(FEATURES).enumerate() {
-            let row: &[f32; ROWS] = array(row, first);
-            // Only the live ones: the work follows them, not all the features.
-            let mut live = live::<S, ROWS>(row);
-            while live != 0 {
-                let r = live.trailing_zeros() as usize;
-                terms[r * n + count[r]] = Term {
-                    at: i as u32,
-                    factor: row[r],
-                };
-                count[r] += 1;
-                live &= live - 1;
-            }
+    /// [`weight_gradient`] for the ROWS features from `first`: each hidden unit sums the rows
+    /// of those features of the images where its gradient is not zero (`live`, from
+    /// [`weight_gradient`]), UNITS units at a time, then their sums are transposed into the
+    /// gradient's rows.
+    fn weight_gradient_task(features: &[f32], live: &[Vec<Term>], first: usize, dw: &mut [f32]) {
+        let mut sums = [0.0f32; UNITS * ROWS];
+        let n = features.len() / FEATURES;
+        // The images' rows are 36,864 bytes apart, 9 x 4 KB: read in place, all of them fall
+        // in the same four of L1's 64 sets, of which only 12 lines a set fit, and the walk
+        // waited on L2 for most of its loads.
+        let mut block = reuse(n * ROWS);
+        for (b, x) in block.chunks_exact_mut(ROWS).zip(features.chunks_exact(FEATURES)) {
+            b.copy_from_slice(&x[first..][..ROWS]);
         }
-        for (r, dw) in dw.chunks_exact_mut(HIDDEN).enumerate() {
-            let terms = &terms[r * n..][..count[r]];
-            for (half, dw) in dw.chunks_exact_mut(HALF).enumerate() {
-                let mut sum = [0.0f32; HALF];
-                for t in terms {
-                    let g = &dh[t.at as usize * HIDDEN + half * HALF..][..HALF];
-                    for (s, g) in sum.iter_mut().zip(g) {
-                        *s = t.factor.mul_add(*g, *s);
-                    }
+        for (g, lists) in live.chunks_exact(UNITS).enumerate() {
+            // Four units' chains at once with AVX-512 (16 of its 32 registers), so that
+            // each multiply-add need not wait on its chain's last; one unit's (8 of AVX2's
+            // 16) otherwise.
+            if S::F32_LANES >= 16 {
+                for (lists, sums) in lists.chunks_exact(4).zip(sums.chunks_exact_mut(4 * ROWS)) {
+                    unit_sums::<4>(&block, lists, sums);
                 }
-                dw.copy_from_slice(&sum);
+            } else {
+                for (lists, sums) in lists.chunks_exact(1).zip(sums.chunks_exact_mut(ROWS)) {
+                    unit_sums::<1>(&block, lists, sums);
+                }
+            }
+            let shape = Shape {
+                rows: UNITS,
+                cols: ROWS,
+                from: ROWS,
+                to: HIDDEN,
+            };
+            transpose(&sums, &mut dw[g * UNITS..], shape);
+        }
+        spare(block);
+    }
+}
+
+/// The sums over `P` units' listed images of their rows in `block` ([n × ROWS]), into `sums`
+/// ([P × ROWS]): the units walk their lists side by side as far as the shortest goes, then
+/// each finishes its own; each sum is one chain in image order either way.
+#[inline(always)]
+fn unit_sums<const P: usize>(block: &[f32], lists: &[Vec<Term>], sums: &mut [f32]) {
+    let mut sum = [[0.0f32; ROWS]; P];
+    let common = lists.iter().map(Vec::len).min().unwrap_or(0);
+    for k in 0..common {
+        for (sum, terms) in sum.iter_mut().zip(lists) {
+            let t = terms[k];
+            let x = array::<ROWS>(block, t.at as usize * ROWS);
+            for (s, x) in sum.iter_mut().zip(x) {
+                *s = t.factor.mul_add(*x, *s);
             }
         }
+    }
+    for (sum, terms) in sum.iter_mut().zip(lists) {
+        for t in &terms[common..] {
+            let x = array::<ROWS>(block, t.at as usize * ROWS);
+            for (s, x) in sum.iter_mut().zip(x) {
+                *s = t.factor.mul_add(*x, *s);
+            }
+        }
+    }
+    for (out, sum) in sums.chunks_exact_mut(ROWS).zip(&sum) {
+        out.copy_from_slice(sum);
     }
 }
 
@@ -453,18 +443,6 @@ mod tests {
                 }
             })
             .collect()
-    }
-
-    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-    #[test]
-    fn the_maker_is_the_one_linux_names() {
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap();
-        let vendor = cpuinfo
-            .lines()
-            .find_map(|l| l.strip_prefix("vendor_id"))
-            .map(|v| v.trim_start_matches([' ', '\t', ':']).trim())
-            .expect("a vendor_id line");
-        assert_eq!(std::str::from_utf8(&maker()), Ok(vendor));
     }
 
     /// Each walk, in every instruction set this processor has, against the GEMM.

@@ -161,35 +161,23 @@ fn dense_backward(
     // where that pays, else as GEMMs: the same bytes either way.
     // Written in full by its product.
     let mut dfeatures = reuse(n * FEATURES);
-    let walks = sparse::walks();
-    let wgrad = |dw3: &mut [f32], threads| {
-        let dims = (FEATURES, n, HIDDEN);
-        let features = transposed(&forward.features);
-        matmul_stored(dw3, features, as_is(&dh), dims, false, threads);
-    };
-    let igrad = |dfeatures: &mut [f32], threads| {
-        let dims = (n, HIDDEN, FEATURES);
-        let weights = transposed(&w.dense1.weight);
-        matmul_stored(dfeatures, as_is(&dh), weights, dims, false, threads);
-    };
-    match (walks.weight_gradient, walks.input_gradient) {
+    if sparse::pays() {
+        sparse::weight_gradient(&forward.features, &dh, dw3);
+        sparse::input_gradient(&dh, &w.dense1.weight, &mut dfeatures);
+    } else {
         // Independent and of equal size: one per thread, rather than each split across both.
-        (false, false) => {
-            rayon::join(|| wgrad(dw3, 1), || igrad(&mut dfeatures, 1));
-        }
-        (walk_wgrad, walk_igrad) => {
-            let threads = rayon::current_num_threads();
-            if walk_wgrad {
-                sparse::weight_gradient(&forward.features, &dh, dw3);
-            } else {
-                wgrad(dw3, threads);
-            }
-            if walk_igrad {
-                sparse::input_gradient(&dh, &w.dense1.weight, &mut dfeatures);
-            } else {
-                igrad(&mut dfeatures, threads);
-            }
-        }
+        rayon::join(
+            || {
+                let dims = (FEATURES, n, HIDDEN);
+                let features = transposed(&forward.features);
+                matmul_stored(dw3, features, as_is(&dh), dims, false, 1);
+            },
+            || {
+                let dims = (n, HIDDEN, FEATURES);
+                let weights = transposed(&w.dense1.weight);
+                matmul_stored(&mut dfeatures, as_is(&dh), weights, dims, false, 1);
+            },
+        );
     }
     let db3 = column_sums(&dh, HIDDEN);
     DenseGrads {
