@@ -48,24 +48,34 @@ pub(super) fn pays() -> bool {
 pub(super) fn input_gradient(dh: &[f32], w: &[f32], out: &mut [f32]) {
     assert_eq!(w.len(), FEATURES * HIDDEN);
     assert_eq!(out.len() / FEATURES, dh.len() / HIDDEN);
-    let images = images_per_task(dh.len() / HIDDEN);
-    out.par_chunks_mut(images * FEATURES)
-        .zip(dh.par_chunks(images * HIDDEN))
-        .for_each(|(out, dh)| {
-            let live: Vec<Vec<Term>> = dh.chunks(HIDDEN).map(nonzero).collect();
-            // One block of COLUMNS features at a time, transposed to [128][COLUMNS] into
-            // L1, so that a hidden unit's weights for the block are contiguous vectors.
-            let mut wt = reuse(COLUMNS * HIDDEN);
-            for (b, w) in w.chunks_exact(COLUMNS * HIDDEN).enumerate() {
-                transpose_block(w, &mut wt);
-                input_gradient_block(&live, &wt, b * COLUMNS, out);
-            }
-            spare(wt);
-        });
+    let live: Vec<Vec<Term>> = dh.chunks(HIDDEN).map(nonzero).collect();
+    // A range of blocks a thread, for every image: each block's weights are read and
+    // transposed once, where a task of images had to do it for every block.
+    let blocks = FEATURES / COLUMNS;
+    let per = blocks.div_ceil(rayon::current_num_threads().clamp(1, blocks));
+    let mut parts: Vec<Vec<&mut [f32]>> = (0..blocks.div_ceil(per)).map(|_| Vec::new()).collect();
+    for mut row in out.chunks_exact_mut(FEATURES) {
+        for part in &mut parts {
+            let (head, rest) = row.split_at_mut((per * COLUMNS).min(row.len()));
+            part.push(head);
+            row = rest;
+        }
+    }
+    parts.into_par_iter().enumerate().for_each(|(p, mut rows)| {
+        // One block of COLUMNS features at a time, transposed to [128][COLUMNS] into L1, so
+        // that a hidden unit's weights for the block are contiguous vectors.
+        let mut wt = reuse(COLUMNS * HIDDEN);
+        let first = p * per;
+        for b in first..(first + per).min(blocks) {
+            transpose_block(&w[b * COLUMNS * HIDDEN..][..COLUMNS * HIDDEN], &mut wt);
+            input_gradient_block(&live, &wt, (b - first) * COLUMNS, &mut rows);
+        }
+        spare(wt);
+    });
 }
 
-/// Images per task of the walks that read all the layer's weights for each task (from L3):
-/// one task a thread.
+/// Images per task of the forward walk, which reads all the layer's weights for each task
+/// (from L3): one task a thread.
 fn images_per_task(n: usize) -> usize {
     n.div_ceil(rayon::current_num_threads()).clamp(8, 64)
 }
@@ -339,10 +349,11 @@ fn transpose_block(w: &[f32], t: &mut [f32]) {
 }
 
 simd_fn! {
-    /// [`input_gradient`] for a few images (`live`: each one's nonzero terms of `dh`), the
-    /// COLUMNS features from `first`; `wt` their weights, transposed.
-    fn input_gradient_block(live: &[Vec<Term>], wt: &[f32], first: usize, out: &mut [f32]) {
-        for (terms, out) in live.iter().zip(out.chunks_exact_mut(FEATURES)) {
+    /// [`input_gradient`] for every image (`live`: each one's nonzero terms of `dh`), the
+    /// COLUMNS features from `first` of each of its `out` rows; `wt` their weights,
+    /// transposed.
+    fn input_gradient_block(live: &[Vec<Term>], wt: &[f32], first: usize, out: &mut [&mut [f32]]) {
+        for (terms, out) in live.iter().zip(out) {
             let mut sum = [0.0f32; COLUMNS];
             for t in terms {
                 let w = &wt[t.at as usize * COLUMNS..][..COLUMNS];
