@@ -16,7 +16,7 @@
 use rayon::prelude::*;
 
 use super::transpose::{Shape, transpose};
-use super::{FEATURES, array, array_mut, reuse, spare};
+use super::{FEATURES, array, array_mut, axpy, reuse, spare};
 use crate::network::HIDDEN;
 
 /// Features per block of the input gradient: the block's weights, transposed, take 32 KB, an
@@ -247,10 +247,11 @@ unsafe fn compress_avx512(row: &[f32; SUB], x: &mut [f32; SUB], at: &mut [u8; SU
 fn walk<const P: usize>(terms: &Terms, w: &[f32], chain: &mut [f32; P], part: usize) {
     let mut sum = *chain;
     for (&x, &j) in terms.x.iter().zip(&terms.at).take(terms.count) {
-        let w = array::<P>(w, usize::from(j) * HIDDEN + part * P);
-        for (s, w) in sum.iter_mut().zip(w) {
-            *s = x.mul_add(*w, *s);
-        }
+        axpy(
+            x,
+            array::<P>(w, usize::from(j) * HIDDEN + part * P),
+            &mut sum,
+        );
     }
     *chain = sum;
 }
@@ -356,10 +357,7 @@ simd_fn! {
         for (terms, out) in live.iter().zip(out) {
             let mut sum = [0.0f32; COLUMNS];
             for t in terms {
-                let w = &wt[t.at as usize * COLUMNS..][..COLUMNS];
-                for (s, w) in sum.iter_mut().zip(w) {
-                    *s = t.factor.mul_add(*w, *s);
-                }
+                axpy(t.factor, &wt[t.at as usize * COLUMNS..][..COLUMNS], &mut sum);
             }
             out[first..][..COLUMNS].copy_from_slice(&sum);
         }
@@ -416,18 +414,12 @@ fn unit_sums<const P: usize>(block: &[f32], lists: &[Vec<Term>], sums: &mut [f32
     for k in 0..common {
         for (sum, terms) in sum.iter_mut().zip(lists) {
             let t = terms[k];
-            let x = array::<ROWS>(block, t.at as usize * ROWS);
-            for (s, x) in sum.iter_mut().zip(x) {
-                *s = t.factor.mul_add(*x, *s);
-            }
+            axpy(t.factor, array::<ROWS>(block, t.at as usize * ROWS), sum);
         }
     }
     for (sum, terms) in sum.iter_mut().zip(lists) {
         for t in &terms[common..] {
-            let x = array::<ROWS>(block, t.at as usize * ROWS);
-            for (s, x) in sum.iter_mut().zip(x) {
-                *s = t.factor.mul_add(*x, *s);
-            }
+            axpy(t.factor, array::<ROWS>(block, t.at as usize * ROWS), sum);
         }
     }
     for (out, sum) in sums.chunks_exact_mut(ROWS).zip(&sum) {
