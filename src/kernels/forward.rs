@@ -2,8 +2,9 @@
 //! `eval`, `predict`): channels-last convolutions, parallel over groups of images.
 //!
 //! conv1 is a direct loop, conv2 is Winograd's F(4x4, 3x3) fused with the max-pool, bias and
-//! ReLU (`winograd.rs`), the dense layers are GEMMs over the batch (in the bf16 evaluation on
-//! a processor with AMX, the first on its tiles: `amx.rs`), and the large buffers are reused
+//! ReLU (`winograd.rs`), the dense layers are GEMMs over the batch or, for the first where it
+//! pays, a walk over its nonzero features (`sparse.rs`; in the bf16 evaluation on a processor
+//! with AMX, the first on its tiles: `amx.rs`), and the large buffers are reused
 //! from pass to pass. The same pass in plain loops, layer by layer:
 //! [`crate::reference::forward`].
 
@@ -272,10 +273,12 @@ impl<'a> Net<'a> {
         let (d1, d2) = (&p.dense1, &p.dense2);
         let mut hidden = match self.dense1 {
             Some(w) => amx::dense(&pooled, w, &d1.bias, true),
-            // In training, ReLU, the max-pool and dropout leave most features at zero, and a
-            // walk over the others gives the GEMM's bytes in less time where that pays. In
-            // evaluation, with about half of them zero, the GEMM was faster.
-            None if dropout != Dropout::Off && sparse::pays() => {
+            // ReLU, the max-pool and dropout leave most features at zero (about half of them
+            // without dropout), and a walk over the others gives the GEMM's bytes in less
+            // time where that pays.
+            None if sparse::pays()
+                && (dropout != Dropout::Off || sparse::pays_without_dropout()) =>
+            {
                 let mut out = vec![0.0f32; n * HIDDEN];
                 sparse::forward(&pooled, &d1.weight, &mut out);
                 bias_relu(&mut out, &d1.bias, true);
