@@ -475,9 +475,10 @@ mod tests {
     #[test]
     fn the_products_are_the_gemms_bytes() {
         let mut rng = StdRng::seed_from_u64(5);
-        // A batch, and a size that is not a multiple of the tasks' sizes.
-        for n in [128, 37] {
-            let case = Case::new(n, &mut rng);
+        // A batch, and a size that is not a multiple of the tasks' sizes; the features about
+        // as dense as in training (dropout on) and as in evaluation (off).
+        for (n, density) in [(128, 0.3), (37, 0.3), (128, 0.45)] {
+            let case = Case::new(n, density, &mut rng);
             let gemm = case.gemms();
             for (set, ours) in on_every_instruction_set(|| case.walks()) {
                 for ((product, a), b) in ["forward", "input gradient", "weight gradient"]
@@ -486,7 +487,7 @@ mod tests {
                     .zip(&ours)
                 {
                     let same = a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
-                    assert!(same, "{product}, {set}, batch of {n}");
+                    assert!(same, "{product}, {set}, batch of {n}, density {density}");
                 }
             }
         }
@@ -500,9 +501,9 @@ mod tests {
     }
 
     impl Case {
-        fn new(n: usize, rng: &mut StdRng) -> Case {
+        fn new(n: usize, density: f64, rng: &mut StdRng) -> Case {
             Case {
-                features: sparse(n * FEATURES, 0.3, rng),
+                features: sparse(n * FEATURES, density, rng),
                 dh: sparse(n * HIDDEN, 0.25, rng),
                 w: (0..FEATURES * HIDDEN)
                     .map(|_| rng.random_range(-0.05..0.05))
