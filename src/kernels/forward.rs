@@ -276,9 +276,7 @@ impl<'a> Net<'a> {
             // ReLU, the max-pool and dropout leave most features at zero (about half of them
             // without dropout), and a walk over the others gives the GEMM's bytes in less
             // time where that pays.
-            None if sparse::pays()
-                && (dropout != Dropout::Off || sparse::pays_without_dropout()) =>
-            {
+            None if sparse::forward_pays(dropout != Dropout::Off) => {
                 let mut out = vec![0.0f32; n * HIDDEN];
                 sparse::forward(&pooled, &d1.weight, &mut out);
                 bias_relu(&mut out, &d1.bias, true);

@@ -1,6 +1,6 @@
 //! The first dense layer's products, walking only the terms that are not zero: both backward
 //! products, and the forward product in training (and in evaluation where that pays too:
-//! [`pays_without_dropout`]).
+//! [`forward_pays`]).
 //!
 //! ReLU and dropout leave about 73% of the pooled features and 75% of the hidden layer's
 //! gradient at zero, and a GEMM multiplies every one of them. Here each output is one fused
@@ -43,13 +43,19 @@ pub(super) fn pays() -> bool {
     cfg!(target_arch = "x86_64")
 }
 
-/// Whether the forward walk also pays without dropout (evaluation), where ~45% of the pooled
-/// features are nonzero rather than ~30%: on Intel's AVX-512 processors, whose 512-bit FMAs
-/// run at twice the 256-bit rate (`cargo bench --bench fma_peak`), it does (a Xeon of family 6
-/// model 167: the dense layers over the 10,000 test images 59 ms against the GEMM's 77). On
-/// AMD's family 25, whose 512-bit FMAs run at the 256-bit rate, the walk as it was then took
-/// 7.5-8.8 ms a batch of 500 against the GEMM's 6.4-6.8; elsewhere it was not measured.
-pub(super) fn pays_without_dropout() -> bool {
+/// Whether the forward product walks its nonzero features: wherever [`pays`] with dropout
+/// (training, ~30% of the pooled features nonzero); without it (evaluation, ~45%) only on
+/// Intel's AVX-512 processors, whose 512-bit FMAs run at twice the 256-bit rate (`cargo bench
+/// --bench fma_peak`; a Xeon of family 6 model 167: the dense layers over the 10,000 test
+/// images 59 ms against the GEMM's 77). On AMD's family 25, whose 512-bit FMAs run at the
+/// 256-bit rate, the walk as it was then took 7.5-8.8 ms a batch of 500 against the GEMM's
+/// 6.4-6.8; elsewhere it was not measured.
+pub(super) fn forward_pays(with_dropout: bool) -> bool {
+    pays() && (with_dropout || intel_avx512())
+}
+
+/// An Intel processor with AVX-512.
+fn intel_avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static INTEL_AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
