@@ -3,7 +3,7 @@
 
     python3 bench/serve_bench.py MODEL [--binary target/release/mnist-cnn] [--clients 8]
         [--requests 400]
-    python3 bench/serve_bench.py MODEL --hostile 8 [--seconds 10]
+    python3 bench/serve_bench.py MODEL --hostile 8 [--seconds 10] [--bomb declared|icc]
 
 Starts the server on a free port, sends the first test digits of the committed subset (as PGM
 pictures, each prepared as `predict` prepares photos) from CLIENTS threads at once, and prints
@@ -14,6 +14,9 @@ one client alone, for the latency of an idle server.
 grey pixels (what a decoder without limits allocates 400 MB for), while one client posts normal
 digits; prints the normal client's median and 95th-percentile latency, what the hostile
 clients were answered, and the server's peak RSS (Linux: VmHWM).
+
+`--bomb icc`: the hostile clients post instead a 28x28 PNG of about 1 MB whose iCCP chunk (an
+ICC colour profile, which PNG decoders inflate) inflates to 1 GB of zeros.
 """
 import argparse
 import gzip
@@ -80,6 +83,20 @@ def png_declaring(width, height):
             + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
 
 
+def png_with_icc_bomb(inflated=1 << 30):
+    """A 28x28 grey PNG of a stroke whose iCCP chunk inflates to `inflated` bytes."""
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    profile = zlib.compressobj(9)
+    block = b"\0" * (1 << 20)
+    packed = b"".join(profile.compress(block) for _ in range(inflated >> 20)) + profile.flush()
+    rows = b"".join(b"\0" + bytes(255 if 12 <= x < 16 else 0 for x in range(28)) for _ in range(28))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 28, 28, 8, 0, 0, 0, 0))
+            + chunk(b"iCCP", b"bomb\0\0" + packed) + chunk(b"IDAT", zlib.compress(rows, 9))
+            + chunk(b"IEND", b""))
+
+
 def peak_rss_mib(pid):
     for line in open(f"/proc/{pid}/status"):
         if line.startswith("VmHWM:"):
@@ -87,9 +104,8 @@ def peak_rss_mib(pid):
     return float("nan")
 
 
-def hostile(url, bodies, attackers, seconds):
+def hostile(url, bodies, attackers, seconds, bomb):
     """The normal client's latencies (ms), sorted, and what the attackers were answered."""
-    bomb = png_declaring(20000, 20000)
     answers, lock, stop = Counter(), threading.Lock(), threading.Event()
 
     def attacker():
@@ -134,6 +150,7 @@ def main():
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--hostile", type=int, default=0, metavar="N")
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--bomb", choices=["declared", "icc"], default="declared")
     args = parser.parse_args()
     server = subprocess.Popen([args.binary, "serve", args.model, "--port", "0"],
                               stdout=subprocess.PIPE, text=True)
@@ -143,13 +160,16 @@ def main():
         bodies = digits(100)
         run(url, bodies, 2, 20)  # warm-up
         if args.hostile:
-            latencies, answers = hostile(url, bodies, args.hostile, args.seconds)
+            bomb = png_with_icc_bomb() if args.bomb == "icc" else png_declaring(20000, 20000)
+            latencies, answers = hostile(url, bodies, args.hostile, args.seconds, bomb)
             p95 = latencies[int(0.95 * (len(latencies) - 1))]
-            print(f"| hostile clients | normal requests | median ms | p95 ms | hostile answers | peak RSS MiB |")
-            print("|---|---|---|---|---|---|")
+            print(f"| bomb | hostile clients | normal requests | median ms | p95 ms | max ms "
+                  f"| hostile answers | peak RSS MiB |")
+            print("|---|---|---|---|---|---|---|---|")
             said = ", ".join(f"{k}: {v}" for k, v in sorted(answers.items(), key=str))
-            print(f"| {args.hostile} | {len(latencies)} | {statistics.median(latencies):.1f} "
-                  f"| {p95:.1f} | {said} | {peak_rss_mib(server.pid):.0f} |")
+            print(f"| {args.bomb} ({len(bomb) >> 10} KB) | {args.hostile} | {len(latencies)} "
+                  f"| {statistics.median(latencies):.1f} | {p95:.1f} | {latencies[-1]:.1f} "
+                  f"| {said} | {peak_rss_mib(server.pid):.0f} |")
             return
         print("| clients | requests | predictions/s | median ms | p95 ms |")
         print("|---|---|---|---|---|")

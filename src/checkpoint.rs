@@ -17,16 +17,26 @@ use std::path::{Path, PathBuf};
 use burn_pack::{Bytes, Reader, Scalar, Writer};
 
 use crate::error::{Error, Result};
-use crate::model::{f32_tensor, f32s};
+use crate::escape::escaped;
+use crate::formats::burnpack::{self, Layout};
+use crate::history::{self, EpochRecord};
+use crate::model::{f32_tensor, f32s, tensor_layout};
 use crate::network::Params;
 use crate::optim::{Accumulators, Adadelta};
-use crate::settings::{Resumed, Settings};
+use crate::settings::{self, Limits, Resumed, Settings};
 
 /// What the `format` metadata of a checkpoint says.
 const FORMAT: &str = "mnist-cnn checkpoint";
 const VERSION: u64 = 4;
 /// The magic of the hand-made layout used up to version 3.
 const OLD_MAGIC: &[u8; 8] = b"MNISTCKP";
+/// A checkpoint's size at most: three sets of the model's 4.8 MB (parameters and Adadelta's
+/// two accumulators) and the history.
+pub const MAX_BYTES: u64 = 24 << 20;
+/// Its CBOR metadata, and the history CSV within it, in bytes at most: a line of about 80
+/// bytes for each of [`settings::MAX_EPOCHS`] epochs.
+const MAX_METADATA: usize = 4 << 20;
+const MAX_HISTORY: usize = 2 << 20;
 
 /// Everything a trainer holds, on either engine: the parameters and Adadelta's accumulators.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +53,34 @@ impl TrainerState {
             accumulators: Accumulators::zeros(),
         }
     }
+
+    /// Why this state cannot be trained on: parameters that are not finite numbers, or
+    /// accumulators (running means of squares) that are negative or not finite.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if let Some((name, count)) = self.params.non_finite() {
+            return Err(format!(
+                "its parameter `{name}` holds {count} NaN or infinite values"
+            ));
+        }
+        let acc = &self.accumulators;
+        for (kind, params) in [
+            (Adadelta::ACCUM_GRAD, &acc.grad),
+            (Adadelta::ACCUM_UPDATE, &acc.update),
+        ] {
+            for (name, _, values) in params.named() {
+                let bad = values
+                    .iter()
+                    .filter(|v| !(v.is_finite() && **v >= 0.0))
+                    .count();
+                if bad > 0 {
+                    return Err(format!(
+                        "its accumulator `{kind}.{name}` holds {bad} values that are negative or not finite"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -56,8 +94,8 @@ pub struct Checkpoint {
     pub test_len: usize,
     /// The parameters and Adadelta's accumulators after `epochs_done` epochs.
     pub state: TrainerState,
-    /// The finished epochs, as [`crate::history::to_csv`] writes them.
-    pub history: String,
+    /// The finished epochs, one record each.
+    pub history: Vec<EpochRecord>,
 }
 
 /// Where the checkpoint of a run saving to `out` lives.
@@ -71,12 +109,22 @@ pub fn path_for(out: &Path) -> PathBuf {
 const PARAMS: &str = "params";
 
 impl Checkpoint {
+    /// The groups' name prefixes: the parameters, then Adadelta's two accumulators.
+    fn group_names() -> [String; 3] {
+        [
+            PARAMS.to_string(),
+            format!("adadelta.{}", Adadelta::ACCUM_GRAD),
+            format!("adadelta.{}", Adadelta::ACCUM_UPDATE),
+        ]
+    }
+
     fn groups(&self) -> [(String, &Params); 3] {
         let acc = &self.state.accumulators;
+        let [params, grad, update] = Checkpoint::group_names();
         [
-            (PARAMS.to_string(), &self.state.params),
-            (format!("adadelta.{}", Adadelta::ACCUM_GRAD), &acc.grad),
-            (format!("adadelta.{}", Adadelta::ACCUM_UPDATE), &acc.update),
+            (params, &self.state.params),
+            (grad, &acc.grad),
+            (update, &acc.update),
         ]
     }
 
@@ -107,7 +155,7 @@ impl Checkpoint {
         ];
         let mut writer = Writer::new(tensors)
             .with_metadata("format", FORMAT)
-            .with_metadata("history", &self.history);
+            .with_metadata("history", &history::to_csv(&self.history));
         for (key, value) in scalars {
             writer = writer.with_scalar(key, value);
         }
@@ -118,6 +166,9 @@ impl Checkpoint {
         Ok(bytes.to_vec())
     }
 
+    /// The checkpoint in `bytes` (read from `path`, for messages), held to the layout this
+    /// program writes and to the rules of a run's settings: a file from elsewhere that passes
+    /// resumes like one of ours, and one that does not is one line naming the field.
     pub fn from_bytes(bytes: Vec<u8>, path: &Path) -> Result<Checkpoint> {
         let fail = |reason: &str| Error::Model {
             path: path.to_path_buf(),
@@ -128,8 +179,34 @@ impl Checkpoint {
                 "written by an older mnist-cnn (format 3); start the run anew",
             ));
         }
-        let reader = Reader::from_bytes(Bytes::from_bytes_vec(bytes))
-            .map_err(|e| fail(&format!("not a burnpack file ({e})")))?;
+        let tensors: Vec<(String, Vec<usize>)> = Checkpoint::group_names()
+            .iter()
+            .flat_map(|group| tensor_layout(&format!("{group}.")))
+            .collect();
+        let layout = Layout {
+            kind: "checkpoint",
+            tensors: &tensors,
+            max_metadata: MAX_METADATA,
+            max_string: MAX_HISTORY,
+        };
+        if let Err(reason) = burnpack::check(&bytes, &layout) {
+            // A model file given as a checkpoint deserves a plainer word than its tensors.
+            let model = tensor_layout("");
+            let as_model = Layout {
+                tensors: &model,
+                ..layout
+            };
+            if burnpack::check(&bytes, &as_model).is_ok() {
+                return Err(fail("not an mnist-cnn checkpoint but a model file"));
+            }
+            return Err(fail(&reason));
+        }
+        let reader = Reader::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| {
+            fail(&format!(
+                "not a burnpack file ({})",
+                escaped(&e.to_string())
+            ))
+        })?;
         if reader.metadata().get("format").map(String::as_str) != Some(FORMAT) {
             return Err(fail("not an mnist-cnn checkpoint"));
         }
@@ -158,6 +235,19 @@ impl Checkpoint {
         })();
         let (settings, epochs_done, train_len, test_len) =
             header.ok_or_else(|| fail("its settings are missing or out of range"))?;
+        // The same rules as the command line's: its set sizes are the run's data limits.
+        let limits = Limits {
+            train: Some(train_len),
+            test: Some(test_len),
+        };
+        settings::check(&settings, &limits)
+            .map_err(|bad| fail(&format!("its `{}` {}", bad.field, bad.rule)))?;
+        if epochs_done > settings.epochs {
+            return Err(fail(&format!(
+                "its `epochs_done` ({epochs_done}) is past its `epochs` ({})",
+                settings.epochs
+            )));
+        }
         let group = |group: &str| {
             Params::from_named(|name, shape| {
                 let bytes = reader.tensor_data(&format!("{group}.{name}")).ok()?;
@@ -165,18 +255,21 @@ impl Checkpoint {
             })
             .ok_or_else(|| fail(&format!("its {group} tensors are missing or misshapen")))
         };
+        let [params, grad, update] = Checkpoint::group_names().map(|name| group(&name));
         let state = TrainerState {
-            params: group(PARAMS)?,
+            params: params?,
             accumulators: Accumulators {
-                grad: group(&format!("adadelta.{}", Adadelta::ACCUM_GRAD))?,
-                update: group(&format!("adadelta.{}", Adadelta::ACCUM_UPDATE))?,
+                grad: grad?,
+                update: update?,
             },
         };
+        state.check().map_err(|reason| fail(&reason))?;
         let history = reader
             .metadata()
             .get("history")
-            .cloned()
-            .ok_or_else(|| fail("no history"))?;
+            .and_then(|csv| history::from_csv(csv))
+            .filter(|h| history::is_run_of(h, epochs_done))
+            .ok_or_else(|| fail("its history does not match its epochs"))?;
         Ok(Checkpoint {
             settings,
             epochs_done,
@@ -199,7 +292,8 @@ impl Checkpoint {
     }
 
     pub fn load(path: &Path) -> Result<Checkpoint> {
-        Checkpoint::from_bytes(crate::model::read_bytes(path)?, path)
+        let bytes = crate::model::read_bytes(path, MAX_BYTES, "a checkpoint")?;
+        Checkpoint::from_bytes(bytes, path)
     }
 }
 
@@ -214,7 +308,7 @@ mod tests {
     fn sample() -> Checkpoint {
         let mut state = TrainerState::fresh(3);
         state.accumulators.grad.dense2.bias[3] = 0.25;
-        state.accumulators.update.conv1.weight[0] = -1.5;
+        state.accumulators.update.conv1.weight[0] = 1.5;
         Checkpoint {
             settings: Settings {
                 seed: 42,
@@ -224,7 +318,7 @@ mod tests {
             train_len: 60000,
             test_len: 10000,
             state,
-            history: "epoch,loss\n".into(),
+            history: history::tests::three(),
         }
     }
 

@@ -16,7 +16,7 @@ use crate::engine::Backend;
 use crate::error::{Error, Result};
 use crate::formats::Format;
 use crate::progress::Verbosity;
-use crate::settings::{Given, Settings};
+use crate::settings::{Given, MAX_BATCH, MAX_EPOCHS, Settings};
 
 const AFTER_HELP: &str = "\
 Exit status: 0 success, 1 runtime failure (bad data or model file, network, I/O),
@@ -187,13 +187,13 @@ fn setting(what: &str, default: impl std::fmt::Debug) -> String {
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    #[arg(long, value_parser = positive(), help = setting(
-        "Passes over the training set; resuming, a larger number extends the run",
+    #[arg(long, help = setting(
+        &format!("Passes over the training set, 1 to {MAX_EPOCHS}; resuming, a larger number extends the run"),
         Settings::DEFAULT.epochs,
     ))]
     pub epochs: Option<usize>,
 
-    #[arg(long, value_parser = positive(), help = setting("Images per gradient step", Settings::DEFAULT.batch))]
+    #[arg(long, help = setting(&format!("Images per gradient step, 1 to {MAX_BATCH}"), Settings::DEFAULT.batch))]
     pub batch: Option<usize>,
 
     #[arg(long, help = setting(
@@ -210,11 +210,11 @@ pub struct TrainArgs {
     pub seed: Option<u64>,
 
     /// Train on only the first N training images.
-    #[arg(long, value_name = "N", value_parser = positive())]
+    #[arg(long, value_name = "N")]
     pub limit_train: Option<usize>,
 
     /// Validate on only the first N test images.
-    #[arg(long, value_name = "N", value_parser = positive())]
+    #[arg(long, value_name = "N")]
     pub limit_test: Option<usize>,
 
     /// Where to save the trained model (burn's burnpack format) [default: model.bin, or
@@ -295,7 +295,7 @@ pub struct ComputeArgs {
     pub backend: Backend,
 }
 
-/// Counts of 1 and more (epochs, batch size, image limits).
+/// Counts of 1 and more (`eval`'s image limit).
 fn positive() -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::new().range(1..)
 }
@@ -354,10 +354,14 @@ pub fn main() -> i32 {
     match run(cli, &mut stdout.lock()) {
         Ok(()) => 0,
         Err(err) => {
+            // The message may quote a file's names or a decoder's words about its bytes:
+            // nothing in it reaches the terminal as a control sequence.
+            let message = err.to_string();
+            let message = crate::escape::escaped_keeping_lines(&message);
             if matches!(err, Error::Interrupted(_)) {
-                eprintln!("{err}");
+                eprintln!("{message}");
             } else {
-                eprintln!("error: {err}");
+                eprintln!("error: {message}");
             }
             err.exit_code()
         }
@@ -388,13 +392,9 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
 }
 
 impl TrainArgs {
-    /// The validated options; checks what clap cannot express.
+    /// The options; the settings' rules are checked where they are resolved
+    /// ([`Given::resolve`]), for flags and checkpoints alike.
     pub fn options(&self) -> Result<TrainOptions> {
-        if let Some(lr) = self.lr.filter(|lr| !(lr.is_finite() && *lr > 0.0)) {
-            return Err(Error::Usage(format!(
-                "--lr must be a positive number, not {lr}"
-            )));
-        }
         Ok(TrainOptions {
             given: Given {
                 epochs: self.epochs,

@@ -6,15 +6,15 @@
 //! photo of a digit on paper must go through the same steps, or the model sees something it
 //! was never trained on.
 
-use std::io::{BufRead, Cursor, Seek};
+use std::io::Cursor;
 use std::path::Path;
 
 use image::imageops::FilterType;
-use image::{DynamicImage, GrayImage, ImageDecoder, ImageReader, Luma};
+use image::{DynamicImage, GrayImage, ImageDecoder, ImageFormat, ImageReader, Luma};
 
 use crate::data::idx::Kind;
 use crate::engine::Forward;
-use crate::error::Error;
+use crate::escape::escaped;
 use crate::evaluate::EVAL_BATCH;
 use crate::metrics;
 use crate::network::{NUM_CLASSES, PIXELS, SIDE};
@@ -60,8 +60,14 @@ impl Unreadable {
 /// is decoded: 50 megapixels is above any phone camera's photo, and a few kilobytes of PNG can
 /// declare gigabytes of zeros.
 pub const MAX_PIXELS: u64 = 50_000_000;
-/// What decoding one picture may allocate: a 50-megapixel RGBA picture at 8 bits.
-const MAX_DECODE_BYTES: u64 = 4 * MAX_PIXELS;
+/// What reading a picture's header may allocate. The header is all that is decoded before the
+/// pixels, and its only variable parts are a PNG's ancillary chunks: an ICC profile (which the
+/// decoder inflates, and a 1 MB chunk can inflate to a gigabyte), text and EXIF. Past this,
+/// a profile is dropped (it is never used) and text is an error.
+pub const HEADER_ALLOC: u64 = 8 << 20;
+/// A picture file `predict` reads at most: a 50-megapixel picture in any of the formats, or an
+/// IDX file of MNIST's 60,000 training images (47 MB).
+pub const MAX_FILE_BYTES: u64 = 256 << 20;
 
 /// The longer side of the ink's box, as in MNIST.
 const BOX: u32 = 20;
@@ -253,11 +259,19 @@ fn box_blur(values: &[f32], w: usize, h: usize, r: usize) -> Vec<f32> {
 }
 
 /// How many pixels a picture's header declares, read without decoding one; an error when it
-/// is no picture or declares more than [`MAX_PIXELS`].
+/// is no picture or declares more than [`MAX_PIXELS`]. What it may allocate is
+/// [`HEADER_ALLOC`], whatever the header holds.
 pub fn declared_pixels(bytes: &[u8]) -> Result<u64, Unreadable> {
-    let reader = guessed(ImageReader::new(Cursor::new(bytes)))?;
-    let decoder = reader.into_decoder().map_err(not_a_picture)?;
-    within_limit(decoder.dimensions())
+    Ok(header(bytes, None)?.0)
+}
+
+/// The declared pixel count and the decoded picture's size in bytes, from the header alone,
+/// within [`HEADER_ALLOC`].
+fn header(bytes: &[u8], hint: Option<ImageFormat>) -> Result<(u64, u64), Unreadable> {
+    let decoder = limited(bytes, hint, HEADER_ALLOC)?
+        .into_decoder()
+        .map_err(not_a_picture)?;
+    Ok((within_limit(decoder.dimensions())?, decoder.total_bytes()))
 }
 
 /// Width × height, if it is within [`MAX_PIXELS`].
@@ -269,45 +283,21 @@ fn within_limit((width, height): (u32, u32)) -> Result<u64, Unreadable> {
     Ok(pixels)
 }
 
-/// The grey levels of a picture in memory (PNG, JPEG, PGM/PBM), within [`MAX_PIXELS`] and
-/// the decoder's allocation limit.
+/// The grey levels of a picture in memory (PNG, JPEG, PGM/PBM), within [`MAX_PIXELS`].
 pub fn decode(bytes: &[u8]) -> Result<GrayImage, Unreadable> {
-    decode_reader(guessed(ImageReader::new(Cursor::new(bytes)))?)
+    decode_as(bytes, None)
 }
 
-/// The picture's 28x28, as [`prepare`] makes it, from its bytes: what `serve` reads.
-pub fn read(bytes: &[u8]) -> Result<Vec<u8>, Unreadable> {
-    prepare(&decode(bytes)?)
-}
-
-/// The reader with its format guessed from the content; an error when it is no picture.
-fn guessed<R: BufRead + Seek>(reader: ImageReader<R>) -> Result<ImageReader<R>, Unreadable> {
-    let reader = reader
-        .with_guessed_format()
-        .map_err(|e| Unreadable::Io(e.to_string()))?;
-    if reader.format().is_none() {
-        return Err(Unreadable::Format(
-            "not a PNG, JPEG or PGM/PBM picture".into(),
-        ));
-    }
-    Ok(reader)
-}
-
-fn not_a_picture(e: image::ImageError) -> Unreadable {
-    Unreadable::Format(format!(
-        "not a PNG, JPEG or PGM/PBM picture (cannot decode: {e})"
-    ))
-}
-
-/// Decodes under explicit limits: the declared size is checked before any pixel is decoded,
-/// and the decoder may allocate at most [`MAX_DECODE_BYTES`]. The colour picture is dropped as
-/// soon as its grey levels exist.
-fn decode_reader<R: BufRead + Seek>(mut reader: ImageReader<R>) -> Result<GrayImage, Unreadable> {
-    let mut limits = image::Limits::default();
-    limits.max_alloc = Some(MAX_DECODE_BYTES);
-    reader.limits(limits);
-    let decoder = reader.into_decoder().map_err(not_a_picture)?;
-    within_limit(decoder.dimensions())?;
+/// [`decode`], taking the format as `hint` says where the bytes do not tell. The header is
+/// read first within [`HEADER_ALLOC`]; the decoder may then allocate what the declared picture
+/// needs and [`HEADER_ALLOC`] more, so a small picture's ancillary chunks cost megabytes at
+/// most, not what they inflate to. The colour picture is dropped as soon as its grey levels
+/// exist.
+fn decode_as(bytes: &[u8], hint: Option<ImageFormat>) -> Result<GrayImage, Unreadable> {
+    let (_, picture_bytes) = header(bytes, hint)?;
+    let decoder = limited(bytes, hint, picture_bytes.saturating_add(HEADER_ALLOC))?
+        .into_decoder()
+        .map_err(not_a_picture)?;
     let picture = DynamicImage::from_decoder(decoder).map_err(not_a_picture)?;
     Ok(match picture {
         DynamicImage::ImageLuma8(grey) => grey,
@@ -315,20 +305,60 @@ fn decode_reader<R: BufRead + Seek>(mut reader: ImageReader<R>) -> Result<GrayIm
     })
 }
 
-/// One input's 28x28, read from a picture (preprocessed) or an IDX file (taken as is).
+/// The picture's 28x28, as [`prepare`] makes it, from its bytes: what `serve` reads.
+pub fn read(bytes: &[u8]) -> Result<Vec<u8>, Unreadable> {
+    prepare(&decode(bytes)?)
+}
+
+/// A reader of `bytes` in the format they show (else `hint`'s), whose decoder may allocate at
+/// most `max_alloc` bytes; an error when it is no picture.
+fn limited(
+    bytes: &[u8],
+    hint: Option<ImageFormat>,
+    max_alloc: u64,
+) -> Result<ImageReader<Cursor<&[u8]>>, Unreadable> {
+    let mut reader = ImageReader::new(Cursor::new(bytes));
+    if let Some(format) = format_of(bytes).or(hint) {
+        reader.set_format(format);
+    } else {
+        return Err(Unreadable::Format(
+            "not a PNG, JPEG or PGM/PBM picture".into(),
+        ));
+    }
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(max_alloc);
+    reader.limits(limits);
+    Ok(reader)
+}
+
+/// The picture format `bytes` start as, if any.
+fn format_of(bytes: &[u8]) -> Option<ImageFormat> {
+    image::guess_format(bytes).ok()
+}
+
+fn not_a_picture(e: image::ImageError) -> Unreadable {
+    // The decoder's words can quote the file's own bytes (a chunk's name).
+    Unreadable::Format(format!(
+        "not a PNG, JPEG or PGM/PBM picture (cannot decode: {})",
+        escaped(&e.to_string())
+    ))
+}
+
+/// One input's 28x28, read from a picture (preprocessed) or an IDX file (taken as is). Only a
+/// regular file of at most [`MAX_FILE_BYTES`] is read; its extension names its format where
+/// its bytes do not.
 pub fn load(path: &Path, index: Option<usize>) -> Result<Vec<u8>, Unreadable> {
-    let reader = ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
+    let bytes = crate::fsutil::read_regular(path, MAX_FILE_BYTES, "a picture")
         .map_err(|e| Unreadable::Io(e.to_string()))?;
-    if reader.format().is_some() {
-        return prepare(&decode_reader(reader)?);
+    let hint = ImageFormat::from_path(path).ok();
+    if format_of(&bytes).or(hint).is_some() {
+        return prepare(&decode_as(&bytes, hint)?);
     }
     // Not a picture format: an IDX image file, already in MNIST's layout.
-    let decoded = crate::data::mnist::read_file(path, Kind::Images).map_err(|e| match e {
-        Error::Idx { fault, .. } => Unreadable::Format(format!(
+    let decoded = crate::data::idx::decode(Kind::Images, &bytes[..]).map_err(|fault| {
+        Unreadable::Format(format!(
             "not a PNG, JPEG, PGM/PBM or IDX image file ({fault})"
-        )),
-        other => Unreadable::Io(other.to_string()),
+        ))
     })?;
     let Some(index) = index else {
         return Err(Unreadable::NoIndex(decoded.count));

@@ -163,7 +163,7 @@ impl Fit<'_> {
                 train_len: self.train.len(),
                 test_len: self.test.len(),
                 state: run.trainer.state()?,
-                history: history::to_csv(&run.history),
+                history: run.history.clone(),
             };
             fsutil::write_atomic(path, &checkpoint.to_bytes()?)?;
         }
@@ -207,15 +207,9 @@ pub fn restore(
             test.len()
         )));
     }
-    let history = history::from_csv(&ckpt.history)
-        .filter(|h| h.len() == ckpt.epochs_done)
-        .ok_or_else(|| Error::Model {
-            path: path.to_path_buf(),
-            reason: "not a usable checkpoint: its history does not match its epochs".into(),
-        })?;
     Ok(Run {
         trainer: engine::trainer(backend, ckpt.state)?,
-        history,
+        history: ckpt.history,
     })
 }
 

@@ -27,20 +27,56 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Reads a whole file that should be at most `max` bytes, checking the size before
-/// allocating: a huge or endless file (`/dev/zero`) is refused, not read into memory.
-pub fn read_at_most(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let file = std::fs::File::open(path)?;
-    let mut bytes = Vec::new();
+/// Reads a whole regular file of at most `max` bytes (`what` names it in the refusal). What
+/// is not a regular file (a pipe, a device such as /dev/zero, a directory) is refused before
+/// it is opened for reading, so nothing waits on a pipe's writer or reads an endless device;
+/// the size comes from the file's metadata before a byte is read, and the read stops past
+/// `max` should the file grow meanwhile. Memory: the file's own size, once.
+pub fn read_regular(path: &Path, max: u64, what: &str) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read};
+    let not_regular = || {
+        Error::new(
+            ErrorKind::InvalidInput,
+            "not a regular file (a directory, pipe or device)",
+        )
+    };
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(not_regular());
+    }
+    let file = open_without_waiting(path)?;
+    // Asked again of the open file: the path may have been swapped in between.
+    let size = file.metadata()?;
+    if !size.is_file() {
+        return Err(not_regular());
+    }
+    let too_large = || {
+        Error::new(
+            ErrorKind::FileTooLarge,
+            format!("larger than the {} MiB {what} can be", max >> 20),
+        )
+    };
+    if size.len() > max {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(size.len() as usize);
     file.take(max + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > max {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::FileTooLarge,
-            format!("larger than the {} MiB a model can be", max >> 20),
-        ));
+        return Err(too_large());
     }
     Ok(bytes)
+}
+
+/// Opens for reading without blocking: on Linux a FIFO swapped in after the check would
+/// otherwise hold `open` until some writer appears.
+fn open_without_waiting(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    options.open(path)
 }
 
 /// A hidden temporary file in `dir`, readable like any file the user makes (tempfile's own
@@ -152,6 +188,26 @@ mod tests {
         write_atomic(&dir.path().join("model.bin"), b"m").unwrap();
         assert!(!stale.exists());
         assert!(fresh.exists() && other.exists());
+    }
+
+    #[test]
+    fn bounded_reads_refuse_what_is_not_a_small_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.bin");
+        std::fs::write(&path, [7u8; 100]).unwrap();
+        assert_eq!(read_regular(&path, 100, "a model").unwrap().len(), 100);
+        let err = read_regular(&path, 99, "a model").unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::FileTooLarge);
+        assert!(err.to_string().contains("a model can be"), "{err}");
+        // A sparse file is refused from its size, not read.
+        let sparse = std::fs::File::create(dir.path().join("sparse")).unwrap();
+        sparse.set_len(300 << 20).unwrap();
+        let err = read_regular(&dir.path().join("sparse"), 8 << 20, "a model").unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::FileTooLarge);
+        for special in [Path::new("/dev/zero"), dir.path()] {
+            let err = read_regular(special, 8 << 20, "a model").unwrap_err();
+            assert!(err.to_string().starts_with("not a regular file"), "{err}");
+        }
     }
 
     #[test]

@@ -41,6 +41,18 @@ pub fn to_csv(records: &[EpochRecord]) -> String {
     csv
 }
 
+/// Whether `records` can be the history of a run `epochs_done` epochs in: one record an epoch,
+/// numbered from 1, every figure a finite number (the curves scale their axes by them).
+pub fn is_run_of(records: &[EpochRecord], epochs_done: usize) -> bool {
+    records.len() == epochs_done
+        && records.iter().enumerate().all(|(i, r)| {
+            r.epoch == i + 1
+                && [r.loss, r.acc, r.val.loss, r.val.accuracy]
+                    .iter()
+                    .all(|v| v.is_finite())
+        })
+}
+
 /// Reads what [`to_csv`] wrote; `None` for anything else.
 pub fn from_csv(csv: &str) -> Option<Vec<EpochRecord>> {
     let mut lines = csv.lines();
@@ -92,6 +104,19 @@ pub(crate) mod tests {
             record(2, 0.0929, 0.9721, 0.0408, 0.9864),
             record(3, 0.0695, 0.979, 1.0 / 3.0, 0.9883),
         ]
+    }
+
+    #[test]
+    fn a_runs_history_is_numbered_and_finite() {
+        let mut records = three();
+        assert!(is_run_of(&records, 3));
+        assert!(!is_run_of(&records, 2));
+        records[1].val.loss = f64::NAN;
+        assert!(!is_run_of(&records, 3));
+        let mut records = three();
+        records.swap(0, 1);
+        assert!(!is_run_of(&records, 3));
+        assert!(is_run_of(&[], 0));
     }
 
     #[test]

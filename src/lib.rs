@@ -25,6 +25,7 @@ pub mod data;
 pub mod digits;
 pub mod engine;
 pub mod error;
+pub mod escape;
 pub mod evaluate;
 pub mod fit;
 pub mod formats;

@@ -12,13 +12,19 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_pack::{Bytes, DType, Reader, Writer};
 
 use crate::error::{Error, Result};
+use crate::escape::escaped;
+use crate::formats::burnpack::{self, Layout};
+use crate::fsutil;
 use crate::network::{
     CONV1_FILTERS, CONV2_FILTERS, DROPOUT_HIDDEN, DROPOUT_POOLED, FEATURES, HIDDEN, KERNEL, Layer,
-    NUM_CLASSES, POOL, Params, SIDE, TENSOR_NAMES,
+    NUM_CLASSES, POOL, Params, SIDE, TENSOR_NAMES, tensor_shapes,
 };
 
-/// Model files (4.8 MB) and checkpoints (about three times that) are read only below this.
-pub const MAX_FILE_BYTES: u64 = 256 << 20;
+/// A model file's size at most: its 4.8 MB of weights and a few hundred bytes of metadata
+/// (a safetensors file of the same weights too).
+pub const MAX_MODEL_BYTES: u64 = 8 << 20;
+/// A model file's metadata (the run's six figures) in bytes at most.
+const MAX_MODEL_METADATA: usize = 64 << 10;
 
 /// Conv 32 → Conv 64 → MaxPool → Dropout 0.35 → Dense 128 → Dropout 0.5 → Dense 10, with the
 /// sizes of [`crate::network`].
@@ -301,7 +307,8 @@ pub fn file_bytes(params: &Params, provenance: Option<&Provenance>) -> Result<Ve
 }
 
 /// Reads a model file written by [`file_bytes`] (or by burn from a [`Model`]); `path` is for
-/// messages only.
+/// messages only. The file is held to exactly that layout ([`burnpack::check`]) before burn's
+/// reader parses it.
 pub fn from_file_bytes(bytes: Vec<u8>, path: &Path) -> Result<ModelFile> {
     let fail = |reason: String| Error::Model {
         path: path.to_path_buf(),
@@ -310,11 +317,20 @@ pub fn from_file_bytes(bytes: Vec<u8>, path: &Path) -> Result<ModelFile> {
     if bytes.is_empty() {
         return Err(fail("the file is empty".into()));
     }
-    let reader = Reader::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| {
+    let tensors = tensor_layout("");
+    let layout = Layout {
+        kind: "model file",
+        tensors: &tensors,
+        max_metadata: MAX_MODEL_METADATA,
+        max_string: MAX_NAME_OR_FIGURE,
+    };
+    burnpack::check(&bytes, &layout).map_err(|reason| {
         fail(format!(
-            "neither an mnist-cnn model file nor a safetensors file ({e})"
+            "neither an mnist-cnn model file nor a safetensors file ({reason})"
         ))
     })?;
+    let reader = Reader::from_bytes(Bytes::from_bytes_vec(bytes))
+        .map_err(|e| fail(format!("not a burnpack file ({})", escaped(&e.to_string()))))?;
     let params = Params::from_named(|name, shape| {
         f32s(&reader.tensor_data(name).ok()?, shape.iter().product())
     })
@@ -324,9 +340,20 @@ pub fn from_file_bytes(bytes: Vec<u8>, path: &Path) -> Result<ModelFile> {
     Ok(ModelFile { params, provenance })
 }
 
-/// The bytes of a model or checkpoint file, at most [`MAX_FILE_BYTES`] of them.
-pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
-    crate::fsutil::read_at_most(path, MAX_FILE_BYTES).map_err(|e| Error::Model {
+/// A model file's metadata strings are short numbers.
+const MAX_NAME_OR_FIGURE: usize = 64;
+
+/// The eight tensors' names (after `prefix`) and shapes, as a file of them must declare them.
+pub(crate) fn tensor_layout(prefix: &str) -> Vec<(String, Vec<usize>)> {
+    tensor_shapes()
+        .into_iter()
+        .map(|(name, shape)| (format!("{prefix}{name}"), shape))
+        .collect()
+}
+
+/// The bytes of a model or checkpoint file, at most `max` of them ([`fsutil::read_regular`]).
+pub fn read_bytes(path: &Path, max: u64, what: &str) -> Result<Vec<u8>> {
+    fsutil::read_regular(path, max, what).map_err(|e| Error::Model {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })

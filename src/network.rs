@@ -101,6 +101,20 @@ pub const TENSOR_NAMES: [&str; 8] = [
     "dense2.bias",
 ];
 
+/// The eight tensors' names and burn's shapes, in the order of [`TENSOR_NAMES`].
+pub fn tensor_shapes() -> [(&'static str, Vec<usize>); 8] {
+    let mut names = TENSOR_NAMES.into_iter();
+    [0, 0, 1, 1, 2, 2, 3, 3].map(|l| {
+        let name = names.next().expect("eight names");
+        let shape = if name.ends_with(".weight") {
+            LAYERS[l].weight.to_vec()
+        } else {
+            vec![LAYERS[l].bias_len()]
+        };
+        (name, shape)
+    })
+}
+
 /// Parameters in all: what Keras's `model.summary()` reports for this network.
 pub const PARAMETERS: usize = {
     let mut total = 0;
@@ -188,16 +202,26 @@ impl Params {
 
     /// The eight tensors as (name, shape, values), in the order of [`TENSOR_NAMES`].
     pub fn named(&self) -> [(&'static str, Vec<usize>, &[f32]); 8] {
+        let layers = self.layers();
         let mut i = 0;
-        [0, 0, 1, 1, 2, 2, 3, 3].map(|l| {
-            let (shape, layer) = (&LAYERS[l], self.layers()[l]);
-            let entry = if i % 2 == 0 {
-                (TENSOR_NAMES[i], shape.weight.to_vec(), &layer.weight[..])
+        tensor_shapes().map(|(name, shape)| {
+            let layer = layers[i / 2];
+            let values = if i % 2 == 0 {
+                &layer.weight[..]
             } else {
-                (TENSOR_NAMES[i], vec![shape.bias_len()], &layer.bias[..])
+                &layer.bias[..]
             };
             i += 1;
-            entry
+            (name, shape, values)
+        })
+    }
+
+    /// The first tensor (in the order of [`TENSOR_NAMES`]) holding NaN or infinite values,
+    /// and how many it holds.
+    pub fn non_finite(&self) -> Option<(&'static str, usize)> {
+        self.named().into_iter().find_map(|(name, _, values)| {
+            let count = values.iter().filter(|v| !v.is_finite()).count();
+            (count > 0).then_some((name, count))
         })
     }
 

@@ -20,6 +20,53 @@ pub struct Settings {
     pub seed: u64,
 }
 
+/// Epochs a run may target at most: hours of training on the full set, and a bound on what a
+/// checkpoint from elsewhere can ask for.
+pub const MAX_EPOCHS: usize = 10_000;
+/// Images a step may hold at most: memory grows with the batch (about 0.3 MB an image on the
+/// `cpu` engine), so this bounds what a flag or a checkpoint can make a step cost.
+pub const MAX_BATCH: usize = 4096;
+
+/// A setting that breaks the rules of [`check`]: which one, and the rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invalid {
+    /// The setting's name, as the flag says it without `--` and as a checkpoint stores it.
+    pub field: &'static str,
+    pub rule: String,
+}
+
+/// The rules every run's settings and data limits obey, whether given as flags or read from a
+/// checkpoint: the one place they are decided.
+pub fn check(settings: &Settings, limits: &Limits) -> std::result::Result<(), Invalid> {
+    let count = |field, value: usize, max: usize| {
+        if (1..=max).contains(&value) {
+            Ok(())
+        } else {
+            Err(Invalid {
+                field,
+                rule: format!("must be a whole number from 1 to {max}, not {value}"),
+            })
+        }
+    };
+    count("epochs", settings.epochs, MAX_EPOCHS)?;
+    count("batch", settings.batch, MAX_BATCH)?;
+    if !(settings.lr.is_finite() && settings.lr > 0.0) {
+        return Err(Invalid {
+            field: "lr",
+            rule: format!("must be a positive number, not {}", settings.lr),
+        });
+    }
+    for (field, limit) in [("limit-train", limits.train), ("limit-test", limits.test)] {
+        if limit == Some(0) {
+            return Err(Invalid {
+                field,
+                rule: "must be at least 1".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
 impl Settings {
     /// Keras's `mnist_cnn.py`: 12 epochs of batches of 128, Adadelta's lr 1.0; seed 1337.
     pub const DEFAULT: Settings = Settings {
@@ -62,9 +109,18 @@ pub struct Limits {
 
 impl Given {
     /// The run's settings: as given, else from the run being resumed, else the defaults; and
-    /// the data limits. Given settings that contradict the resumed run are usage errors, except
-    /// `--epochs` above its target, which extends the run.
+    /// the data limits. Given settings that break [`check`]'s rules or contradict the resumed
+    /// run are usage errors, except `--epochs` above its target, which extends the run.
     pub fn resolve(&self, resumed: Option<Resumed<'_>>) -> Result<(Settings, Limits)> {
+        let (settings, limits) = self.resolve_unchecked(resumed)?;
+        // A checkpoint's own settings passed these rules when it was read: what breaks them
+        // now was given.
+        check(&settings, &limits)
+            .map_err(|bad| Error::Usage(format!("--{} {}", bad.field, bad.rule)))?;
+        Ok((settings, limits))
+    }
+
+    fn resolve_unchecked(&self, resumed: Option<Resumed<'_>>) -> Result<(Settings, Limits)> {
         let default = Settings::DEFAULT;
         let Some(ckpt) = resumed else {
             let settings = Settings {
@@ -130,6 +186,64 @@ impl Given {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_set_of_rules_names_the_setting_that_breaks_them() {
+        let fine = Limits::default();
+        assert_eq!(check(&Settings::DEFAULT, &fine), Ok(()));
+        let at_the_edges = Settings {
+            epochs: MAX_EPOCHS,
+            batch: MAX_BATCH,
+            lr: f64::MIN_POSITIVE,
+            seed: u64::MAX,
+        };
+        assert_eq!(check(&at_the_edges, &fine), Ok(()));
+        let bad = |settings: Settings, limits: Limits| check(&settings, &limits).unwrap_err();
+        let d = Settings::DEFAULT;
+        assert_eq!(bad(Settings { batch: 0, ..d }, fine).field, "batch");
+        assert_eq!(
+            bad(
+                Settings {
+                    batch: MAX_BATCH + 1,
+                    ..d
+                },
+                fine
+            )
+            .field,
+            "batch"
+        );
+        assert_eq!(bad(Settings { epochs: 0, ..d }, fine).field, "epochs");
+        assert_eq!(
+            bad(
+                Settings {
+                    epochs: u32::MAX as usize,
+                    ..d
+                },
+                fine
+            )
+            .field,
+            "epochs"
+        );
+        for lr in [0.0, -1e30, f64::NAN, f64::INFINITY] {
+            assert_eq!(bad(Settings { lr, ..d }, fine).field, "lr", "{lr}");
+        }
+        let none = Limits {
+            train: Some(0),
+            test: None,
+        };
+        assert_eq!(bad(d, none).rule, "must be at least 1");
+        // Given flags are held to them as usage errors.
+        let given = Given {
+            batch: Some(0),
+            ..Given::default()
+        };
+        let err = given.resolve(None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--batch must be a whole number from 1 to 4096, not 0"
+        );
+        assert!(matches!(err, Error::Usage(_)));
+    }
 
     /// Resuming takes every setting left out from the checkpoint, refuses given ones that
     /// contradict it, and lets --epochs extend the run.

@@ -539,11 +539,11 @@ fn bad_model_files_are_one_line_errors() {
         c.arg("eval").arg(&path).arg("--data-dir").arg(subset_dir());
         fails_with_one_line(&mut c, 1, "cannot load model");
     }
-    // An endless file is refused by size, not read into memory until it runs out.
+    // An endless device is refused before it is opened, not read into memory until it runs out.
     let mut c = cmd();
     c.args(["eval", "/dev/zero", "--data-dir"])
         .arg(subset_dir());
-    fails_with_one_line(&mut c, 1, "larger than the 256 MiB");
+    fails_with_one_line(&mut c, 1, "not a regular file");
 }
 
 #[test]

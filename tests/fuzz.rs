@@ -126,6 +126,26 @@ fn idx_reader_never_panics() {
     );
 }
 
+/// A refusal as the terminal shows it: one line, no control character.
+fn assert_one_clean_line(err: &mnist_cnn::Error) {
+    let text = err.to_string();
+    assert!(
+        !text.chars().any(char::is_control),
+        "not one clean line: {text:?}"
+    );
+}
+
+/// Mutations of `seed`: mostly of its first `head` bytes (header and metadata), every fifth
+/// anywhere.
+fn mutated(rng: &mut StdRng, seed: &[u8], head: usize, i: usize) -> Vec<u8> {
+    if i.is_multiple_of(5) {
+        return mutate(rng, seed);
+    }
+    let mut input = seed.to_vec();
+    input.splice(..head, mutate(rng, &seed[..head]));
+    input
+}
+
 #[test]
 fn model_reader_never_panics() {
     let params = Params::glorot(1);
@@ -140,27 +160,56 @@ fn model_reader_never_panics() {
     let ours = model::file_bytes(&params, Some(&provenance)).unwrap();
     let pytorch = formats::safetensors::to_bytes(&params).unwrap();
     let mut rng = StdRng::seed_from_u64(0xb1);
-    let n = iterations(150);
+    let n = iterations(2000);
     let path = Path::new("fuzzed.bin");
     let (mut ok, mut err) = (0, 0);
     for i in 0..n {
-        // Mutations of the first 256 bytes reach the header and metadata of either format.
+        // The first 1,024 bytes hold the header and metadata of either format.
         let model = if i % 2 == 0 { &ours } else { &pytorch };
-        let mut input = model.clone();
-        let head = mutate(&mut rng, &model[..256]);
-        input.splice(..256, head);
-        if i % 5 == 0 {
-            input = mutate(&mut rng, model);
-        }
-        match formats::from_bytes(input, path) {
+        match formats::from_bytes(mutated(&mut rng, model, 1024, i / 2), path) {
             Ok(_) => ok += 1,
-            Err(_) => err += 1,
+            Err(e) => {
+                assert_one_clean_line(&e);
+                err += 1;
+            }
         }
     }
     println!(
-        "model (burnpack and safetensors): {n} mutations: {ok} loaded, {err} rejected, 0 panics"
+        "model (burnpack and safetensors): {n} mutations: {ok} loaded, {err} refused in one line, 0 panics"
     );
-    assert!(err > 0);
+    assert!(ok > 0 && err > 0, "both outcomes should occur");
+}
+
+#[test]
+fn checkpoint_reader_never_panics() {
+    let ckpt = Checkpoint {
+        settings: Settings::DEFAULT,
+        epochs_done: 1,
+        train_len: 60_000,
+        test_len: 10_000,
+        state: TrainerState::fresh(2),
+        history: mnist_cnn::history::from_csv(
+            "epoch,loss,acc,val_loss,val_acc,seconds\n1,0.5,0.8,0.4,0.9,12.5\n",
+        )
+        .unwrap(),
+    }
+    .to_bytes()
+    .unwrap();
+    let mut rng = StdRng::seed_from_u64(0xc5);
+    let n = iterations(1000);
+    let path = Path::new("fuzzed.ckpt");
+    let (mut ok, mut err) = (0, 0);
+    for i in 0..n {
+        match Checkpoint::from_bytes(mutated(&mut rng, &ckpt, 2048, i), path) {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                assert_one_clean_line(&e);
+                err += 1;
+            }
+        }
+    }
+    println!("checkpoint reader: {n} mutations: {ok} read, {err} refused in one line, 0 panics");
+    assert!(ok > 0 && err > 0, "both outcomes should occur");
 }
 
 /// Mutated checkpoints go all the way through `train --resume`'s path: read, checked against
@@ -183,7 +232,10 @@ fn resuming_from_a_mutated_checkpoint_never_panics() {
         train_len: 6,
         test_len: 4,
         state: TrainerState::fresh(1),
-        history: "epoch,loss,acc,val_loss,val_acc,seconds\n1,0.5,0.8,0.4,0.9,12.5\n".into(),
+        history: mnist_cnn::history::from_csv(
+            "epoch,loss,acc,val_loss,val_acc,seconds\n1,0.5,0.8,0.4,0.9,12.5\n",
+        )
+        .unwrap(),
     }
     .to_bytes()
     .unwrap();

@@ -80,7 +80,8 @@ pub fn run(opts: &PredictOptions, out: &mut dyn Write) -> Result<()> {
         }
         _ => {
             for (path, reason) in &failures {
-                eprintln!("error: {}: {reason}", path.display());
+                let line = format!("{}: {reason}", path.display());
+                eprintln!("error: {}", crate::escape::escaped(&line));
             }
             Err(Error::Reported(format!(
                 "{} of {} inputs could not be read",
@@ -97,7 +98,7 @@ fn text_report(paths: &[&Path], guesses: &[Guess]) -> String {
     for (path, g) in paths.iter().zip(guesses) {
         text.push_str(&format!(
             "{}: {} ({:.1}%), runner-up {} ({:.1}%)\n",
-            path.display(),
+            crate::escape::escaped(&path.display().to_string()),
             g.digit,
             100.0 * g.probability,
             g.runner_up,

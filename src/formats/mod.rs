@@ -4,6 +4,7 @@
 //! safetensors file in PyTorch's layouts ([`safetensors`]), told apart by their first bytes.
 //! [`export`] writes the other direction: safetensors, or an ONNX graph ([`onnx`]).
 
+pub mod burnpack;
 pub mod onnx;
 mod onnx_proto;
 pub mod safetensors;
@@ -36,22 +37,33 @@ impl Format {
 
 /// Reads a model file: mnist-cnn's own, or a safetensors file of PyTorch-layout weights.
 pub fn load(path: &Path) -> Result<ModelFile> {
-    from_bytes(model::read_bytes(path)?, path)
+    from_bytes(
+        model::read_bytes(path, model::MAX_MODEL_BYTES, "a model file")?,
+        path,
+    )
 }
 
-/// [`load`] of a file's bytes; `path` is for messages only.
+/// [`load`] of a file's bytes; `path` is for messages only. Weights that are not finite
+/// numbers are refused, naming the first such tensor.
 pub fn from_bytes(bytes: Vec<u8>, path: &Path) -> Result<ModelFile> {
-    if safetensors::looks_like(&bytes) {
-        let params = safetensors::read(&bytes).map_err(|reason| Error::Model {
-            path: path.to_path_buf(),
-            reason,
-        })?;
-        return Ok(ModelFile {
-            params,
+    let fail = |reason| Error::Model {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let model = if safetensors::looks_like(&bytes) {
+        ModelFile {
+            params: safetensors::read(&bytes).map_err(fail)?,
             provenance: None,
-        });
+        }
+    } else {
+        model::from_file_bytes(bytes, path)?
+    };
+    if let Some((name, count)) = model.params.non_finite() {
+        return Err(fail(format!(
+            "tensor `{name}` holds {count} NaN or infinite values; weights must be finite numbers"
+        )));
     }
-    model::from_file_bytes(bytes, path)
+    Ok(model)
 }
 
 /// The parameters of a model file, whatever its format ([`load`]).

@@ -8,6 +8,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use super::{TorchTensor, from_torch, torch_shape, torch_tensors};
 use crate::error::{Error, Result};
+use crate::escape::escaped;
 use crate::model::{f32s, le_bytes};
 use crate::network::{Params, TENSOR_NAMES};
 
@@ -41,16 +42,25 @@ fn fail(e: safetensors::SafeTensorError) -> Error {
     }
 }
 
+/// A safetensors header (JSON: each tensor's dtype, shape and byte range, and the optional
+/// `__metadata__`) in bytes at most: the eight tensors' take about 800.
+const MAX_HEADER: u64 = 64 << 10;
+/// Top-level entries a header may have: the eight tensors, `__metadata__`, and room for a few
+/// extra tensors to be named in the refusal.
+const MAX_ENTRIES: usize = 64;
+
 /// The parameters held by a safetensors file of the eight tensors in PyTorch's layouts, or
 /// why it holds something else, naming the tensor and the shape expected.
 pub fn read(bytes: &[u8]) -> std::result::Result<Params, String> {
-    let file =
-        SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file ({e})"))?;
+    check_header(bytes)?;
+    let file = SafeTensors::deserialize(bytes)
+        .map_err(|e| format!("not a safetensors file ({})", escaped(&e.to_string())))?;
     let mut names = file.names();
     names.sort();
     if let Some(extra) = names.iter().find(|n| !TENSOR_NAMES.contains(n)) {
         return Err(format!(
-            "the safetensors file has a tensor `{extra}` that this network does not ({})",
+            "the safetensors file has a tensor `{}` that this network does not ({})",
+            escaped(extra),
             TENSOR_NAMES.join(", ")
         ));
     }
@@ -83,6 +93,60 @@ pub fn read(bytes: &[u8]) -> std::result::Result<Params, String> {
         Some(std::mem::take(&mut values[i]))
     })
     .expect("every tensor checked above"))
+}
+
+/// What the safetensors crate does not bound, checked before it parses: the header's declared
+/// length (the crate allows 100 MB of JSON, which serde turns into gigabytes of shape arrays
+/// or metadata keys), the number of entries, and a name given twice (the crate keeps the last).
+fn check_header(bytes: &[u8]) -> std::result::Result<(), String> {
+    let declared = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("eight bytes")));
+    let Some(declared) = declared.filter(|&n| n <= MAX_HEADER) else {
+        return Err(format!(
+            "not a safetensors file (its header declares more than the {MAX_HEADER} bytes \
+             eight tensors need)"
+        ));
+    };
+    let Some(json) = bytes.get(8..8 + declared as usize) else {
+        return Err("not a safetensors file (its header is cut short)".into());
+    };
+    let mut de = serde_json::Deserializer::from_slice(json);
+    serde::Deserializer::deserialize_map(&mut de, UniqueKeys)
+        .map_err(|e| format!("not a safetensors file ({})", escaped(&e.to_string())))
+}
+
+/// Walks a JSON object's keys without keeping values, refusing a repeated key or more than
+/// [`MAX_ENTRIES`] of them.
+struct UniqueKeys;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeys {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object of tensors")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        use serde::de::{Error, IgnoredAny};
+        let mut keys: Vec<String> = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if keys.contains(&key) {
+                return Err(A::Error::custom(format!(
+                    "`{}` is named twice",
+                    escaped(&key)
+                )));
+            }
+            if keys.len() == MAX_ENTRIES {
+                return Err(A::Error::custom(format!(
+                    "more than {MAX_ENTRIES} entries in its header"
+                )));
+            }
+            keys.push(key);
+            map.next_value::<IgnoredAny>()?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

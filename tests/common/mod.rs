@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod crafted;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -243,6 +245,17 @@ impl Served {
         Served { url, child }
     }
 
+    /// The server's peak resident memory so far, its own VmHWM (Linux).
+    pub fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kib / 1024.0
+    }
+
     /// Ctrl-C, then the exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
@@ -332,4 +345,60 @@ pub fn phone_photo(k: usize) -> Vec<u8> {
         .encode_image(&page)
         .unwrap();
     jpeg
+}
+
+/// What a finished process did: its exit code, what it wrote, and its peak resident memory.
+#[derive(Debug)]
+pub struct Measured {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    /// The kernel's own high-water mark of the process's resident memory (its VmHWM).
+    pub peak_mib: f64,
+}
+
+/// Runs `cmd` to its end with no standard input, through `examples/peak_rss.rs` (which
+/// `cargo test` builds): started from this test process, a child would inherit its high-water
+/// mark at `exec` and report at least the harness's own memory. The peak is the child's VmHWM
+/// as the kernel hands it to `wait4`: no sampling, no timing.
+#[cfg(target_os = "linux")]
+pub fn run_measured(cmd: &std::process::Command) -> Measured {
+    let helper = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("examples/peak_rss");
+    assert!(
+        helper.exists(),
+        "{} is missing: `cargo test` builds it (or `cargo build --example peak_rss`)",
+        helper.display()
+    );
+    let report = tempfile::NamedTempFile::new().unwrap();
+    let mut measured = std::process::Command::new(helper);
+    measured
+        .arg(report.path())
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => measured.env(key, value),
+            None => measured.env_remove(key),
+        };
+    }
+    let output = measured
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let kib: f64 = std::fs::read_to_string(report.path())
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    Measured {
+        code: output.status.code().unwrap(),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+        peak_mib: kib / 1024.0,
+    }
 }

@@ -1,11 +1,14 @@
 //! `mnist-cnn serve`: a page to draw digits on, and the JSON API behind it, from the binary.
 //!
-//! axum on tokio. The accept loop only parses requests; each body is read with a time limit
-//! and a size limit, and its picture's declared size is checked from the header before any
-//! pixel is decoded (over [`digits::MAX_PIXELS`]: 413). Predictions run on tokio's blocking pool in two
-//! lanes: small pictures behind a semaphore as wide as the machine, large ones (photos) behind
-//! a narrower one with a bounded queue (full: 503 with `Retry-After`), so that expensive
-//! decoding never holds every core. A request's whole time is bounded too.
+//! axum on tokio. The accept loop only parses requests; a declared `Content-Length` over the
+//! limit is answered 413 before the body is read, and each body is read with a time limit and
+//! a size limit. All work on a picture runs on tokio's blocking pool in lanes: its header is
+//! read (within [`digits`]' allocation limit for ancillary chunks) in the small lane, a
+//! semaphore as wide as the machine, and its declared size checked before any pixel is decoded
+//! (over [`digits::MAX_PIXELS`]: 413); large pictures (photos) then move to a narrower lane
+//! with a bounded queue (full: 503 with `Retry-After`), so that expensive decoding never holds
+//! every core. A request's whole time is bounded too. Clients learn the model's file name,
+//! never the server's paths.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -16,7 +19,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use serde_json::{Value, json};
@@ -76,7 +79,7 @@ pub fn run(opts: &ServeOptions, out: &mut dyn Write) -> Result<()> {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let app = Arc::new(App {
         net,
-        model: opts.model.display().to_string(),
+        model: file_name(&opts.model),
         onnx,
         backend: opts.backend,
         small: Arc::new(Semaphore::new(workers)),
@@ -102,7 +105,7 @@ pub fn run(opts: &ServeOptions, out: &mut dyn Write) -> Result<()> {
         writeln!(
             out,
             "Serving {} on http://{local}/ (Ctrl-C stops)",
-            app.model
+            crate::escape::escaped(&app.model)
         )
         .and_then(|()| out.flush())
         .map_err(Error::stdout)?;
@@ -116,6 +119,14 @@ pub fn run(opts: &ServeOptions, out: &mut dyn Write) -> Result<()> {
                 reason: e.to_string(),
             })
     })
+}
+
+/// The model's name as clients see it: the file's name, without the directories above it.
+fn file_name(path: &std::path::Path) -> String {
+    path.file_name()
+        .unwrap_or(path.as_os_str())
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn router(app: Arc<App>) -> Router {
@@ -153,28 +164,44 @@ async fn model_onnx(State(app): State<Arc<App>>) -> Response {
     (StatusCode::OK, headers, app.onnx.clone()).into_response()
 }
 
-async fn predict(State(app): State<Arc<App>>, body: Body) -> Response {
+async fn predict(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
+    if let Some(declared) = declared_length(&headers).filter(|&n| n > MAX_BODY as u64) {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the image declares {declared} bytes, over the limit of {MAX_BODY}"),
+        );
+    }
     let bytes = match read_body(body, app.upload_timeout).await {
         Ok(bytes) => bytes,
         Err(refusal) => return refusal,
     };
-    // The header alone: an oversized picture is refused before any pixel is decoded.
-    let pixels = match digits::declared_pixels(&bytes) {
-        Ok(pixels) => pixels,
-        Err(reason) => return refuse(&reason),
-    };
-    let (lane, admitted) = if pixels > LARGE_PIXELS {
-        let Ok(admitted) = app.large_queue.clone().try_acquire_owned() else {
-            return busy("too many large pictures at once");
-        };
-        (app.large.clone(), Some(admitted))
-    } else {
-        (app.small.clone(), None)
-    };
     let work = {
         let app = app.clone();
         async move {
+            // The header alone, in the small lane: an oversized picture is refused before any
+            // pixel is decoded, and what its ancillary chunks cost is bounded and counted.
+            let slot = app.small.clone().acquire_owned().await.ok()?;
+            let header = {
+                let bytes = bytes.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _slot = slot;
+                    digits::declared_pixels(&bytes)
+                })
+            };
+            let pixels = match header.await {
+                Ok(Ok(pixels)) => pixels,
+                Ok(Err(reason)) => return Some(Err(Refusal::Unreadable(reason))),
+                Err(e) => return Some(Err(Refusal::Failed(e.to_string()))),
+            };
+            let (lane, admitted) = if pixels > LARGE_PIXELS {
+                let Ok(admitted) = app.large_queue.clone().try_acquire_owned() else {
+                    return Some(Err(Refusal::Busy("too many large pictures at once")));
+                };
+                (app.large.clone(), Some(admitted))
+            } else {
+                (app.small.clone(), None)
+            };
             let slot = lane.acquire_owned().await.ok()?;
             // The permits go with the work: a request that times out still holds its lane
             // until its preparation ends.
@@ -183,17 +210,41 @@ async fn predict(State(app): State<Arc<App>>, body: Body) -> Response {
                 let _held = held;
                 classify(app.net.as_ref(), &bytes)
             });
-            Some(task.await)
+            Some(match task.await {
+                Ok(Ok(answer)) => Ok(answer),
+                Ok(Err(reason)) => Err(Refusal::Unreadable(reason)),
+                Err(e) => Err(Refusal::Failed(e.to_string())),
+            })
         }
     };
     let left = REQUEST_TIMEOUT.saturating_sub(started.elapsed());
     match tokio::time::timeout(left, work).await {
         Err(_) => busy("the request took too long"),
         Ok(None) => error(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping"),
-        Ok(Some(Ok(Ok(answer)))) => (StatusCode::OK, axum::Json(answer)).into_response(),
-        Ok(Some(Ok(Err(reason)))) => refuse(&reason),
-        Ok(Some(Err(e))) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Ok(Some(Ok(answer))) => (StatusCode::OK, axum::Json(answer)).into_response(),
+        Ok(Some(Err(Refusal::Unreadable(reason)))) => refuse(&reason),
+        Ok(Some(Err(Refusal::Busy(reason)))) => busy(reason),
+        Ok(Some(Err(Refusal::Failed(e)))) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
     }
+}
+
+/// Why a picture was not read.
+enum Refusal {
+    Unreadable(Unreadable),
+    /// Its lane is full: 503.
+    Busy(&'static str),
+    /// The work itself failed (a panic in the pool): 500.
+    Failed(String),
+}
+
+/// The body's length as the request declares it, if it does.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// The status a picture that gives no digit is answered with.
