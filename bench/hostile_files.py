@@ -142,14 +142,17 @@ def png_chunk(kind, data):
 PEAK_RSS = ROOT / "target" / "release" / "examples" / "peak_rss"
 
 
-def measured(args, timeout=60):
+TIMEOUT = 60.0
+
+
+def measured(args):
     """Exit code, first stderr line, stderr's line count, peak RSS MiB and seconds."""
     start = time.perf_counter()
     with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile() as report:
         child = subprocess.Popen([str(PEAK_RSS), report.name] + args, stdin=subprocess.DEVNULL,
                                  stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
         try:
-            code = child.wait(timeout)
+            code = child.wait(TIMEOUT)
         except subprocess.TimeoutExpired:
             os.killpg(child.pid, 9)
             code = child.wait()
@@ -167,13 +170,16 @@ def shown(text, width=240):
 
 
 def main():
-    global PEAK_RSS
+    global PEAK_RSS, TIMEOUT
     parser = argparse.ArgumentParser()
     parser.add_argument("--binary", default=str(ROOT / "target" / "release" / "mnist-cnn"))
     parser.add_argument("--peak-rss", default=str(PEAK_RSS),
                         help="the peak_rss example, built")
+    parser.add_argument("--timeout", type=float, default=TIMEOUT,
+                        help="seconds before a command is killed (its exit is then -9)")
     args = parser.parse_args()
     PEAK_RSS = Path(args.peak_rss)
+    TIMEOUT = args.timeout
     binary = args.binary
     work = Path(tempfile.mkdtemp(prefix="hostile-"))
     model = work / "model.bin"
@@ -208,6 +214,7 @@ def main():
                              ("checkpoint learning rate -1e30", "lr", -1e30),
                              ("checkpoint `epochs` 2^32-1", "epochs", 2**32 - 1)]:
         meta, data = read_pack(ckpt_raw)
+        meta["scalars"]["epochs"] = {"UInt": 2}  # one epoch left to run
         meta["scalars"][key] = {"Float": value} if key == "lr" else {"UInt": value}
         row(f"{what}, `train --resume`", resume(put(f"{key}.ckpt", write_pack(meta, data))))
 

@@ -236,7 +236,7 @@ fn what_a_file_declares_costs_no_more_than_the_file() {
         (&map, "its metadata declares"),
         (
             &entries,
-            "its metadata strings declares 100 entries; at most 64 are read",
+            "100 entries in its metadata strings; at most 64 are read",
         ),
         (&sparse, "larger than the 8 MiB a model file can be"),
         (Path::new("/dev/zero"), "not a regular file"),

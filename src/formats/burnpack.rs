@@ -202,9 +202,7 @@ impl<'a> Cbor<'a> {
     fn len(&mut self, major: u8, max: usize, what: &str) -> Result<usize, String> {
         let len = self.expect(major, what)?;
         if len > max as u64 {
-            return Err(format!(
-                "{what} declares {len} entries; at most {max} are read"
-            ));
+            return Err(format!("{len} entries in {what}; at most {max} are read"));
         }
         Ok(len as usize)
     }
@@ -348,7 +346,10 @@ mod tests {
         let mut fewer = tensors.clone();
         fewer.pop();
         let err = check(&bytes, &layout(&fewer)).unwrap_err();
-        assert!(err.contains("declares 8 entries; at most 7"), "{err}");
+        assert!(
+            err.contains("8 entries in its tensor list; at most 7"),
+            "{err}"
+        );
         let mut other = tensors.clone();
         other[0].1 = vec![32, 1, 3, 4];
         let err = check(&bytes, &layout(&other)).unwrap_err();
@@ -373,7 +374,7 @@ mod tests {
         let err = cbor.len(MAP, MAX_ENTRIES, "its scalars").unwrap_err();
         assert_eq!(
             err,
-            "its scalars declares 4294967295 entries; at most 64 are read"
+            "4294967295 entries in its scalars; at most 64 are read"
         );
         // A text longer than what is left.
         let mut cbor = Cbor {
