@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -44,6 +45,18 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, bytes).unwrap();
     path
+}
+
+/// Every command that reads a MODEL, with what else it needs: a picture for `predict`, an
+/// output for `export`.
+fn model_commands(model: &Path, picture: &Path, out: &Path) -> Vec<Vec<OsString>> {
+    let model = model.as_os_str();
+    vec![
+        vec!["eval".into(), model.into()],
+        vec!["predict".into(), model.into(), picture.into()],
+        vec!["export".into(), model.into(), out.into()],
+        vec!["serve".into(), model.into(), "--port".into(), "0".into()],
+    ]
 }
 
 /// `eval MODEL` on ten test images of the committed subset.
@@ -256,18 +269,9 @@ fn what_is_not_a_regular_file_is_refused_not_waited_on() {
     assert!(made.success());
     let out = dir.path().join("m.onnx");
     let picture = write(dir.path(), "digit.pgm", &common::digit_pgm(0).0);
-    for args in [
-        vec!["eval".as_ref(), fifo.as_os_str()],
-        vec!["predict".as_ref(), fifo.as_os_str(), picture.as_os_str()],
-        vec!["export".as_ref(), fifo.as_os_str(), out.as_os_str()],
-        vec![
-            "serve".as_ref(),
-            fifo.as_os_str(),
-            "--port".as_ref(),
-            "0".as_ref(),
-        ],
-        vec!["train".as_ref(), "--resume".as_ref(), fifo.as_os_str()],
-    ] {
+    let mut every = model_commands(&fifo, &picture, &out);
+    every.push(vec!["train".into(), "--resume".into(), fifo.clone().into()]);
+    for args in every {
         // A command that waited on the pipe would be killed here and fail the test.
         let output = cmd()
             .args(&args)
@@ -392,17 +396,7 @@ fn weights_must_be_finite_for_every_command() {
     let picture = write(dir.path(), "digit.pgm", &common::digit_pgm(0).0);
     let out = dir.path().join("out.onnx");
     for model in [&ours, &theirs] {
-        for args in [
-            vec!["eval".as_ref(), model.as_os_str()],
-            vec!["predict".as_ref(), model.as_os_str(), picture.as_os_str()],
-            vec!["export".as_ref(), model.as_os_str(), out.as_os_str()],
-            vec![
-                "serve".as_ref(),
-                model.as_os_str(),
-                "--port".as_ref(),
-                "0".as_ref(),
-            ],
-        ] {
+        for args in model_commands(model, &picture, &out) {
             let run = run_measured(binary().args(&args));
             refused(
                 &run,

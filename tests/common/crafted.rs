@@ -185,21 +185,8 @@ pub const SMALL_RUN: Settings = Settings {
 /// A 28x28 grey PNG of a drawn stroke with an iCCP chunk whose profile inflates to `inflated`
 /// bytes of zeros: a megabyte on the wire for each gigabyte a decoder would allocate.
 pub fn png_with_icc_bomb(inflated: usize) -> Vec<u8> {
-    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-        out.extend((data.len() as u32).to_be_bytes());
-        out.extend(kind);
-        out.extend(data);
-        let mut crc = flate2::Crc::new();
-        crc.update(kind);
-        crc.update(data);
-        out.extend(crc.sum().to_be_bytes());
-    }
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut ihdr = Vec::new();
-    ihdr.extend(28u32.to_be_bytes());
-    ihdr.extend(28u32.to_be_bytes());
-    ihdr.extend([8, 0, 0, 0, 0]);
-    chunk(&mut png, b"IHDR", &ihdr);
+    use super::png_chunk as chunk;
+    let mut png = super::png_grey_header(28, 28);
     // iCCP: a profile name, a NUL, compression method 0, then the zlib stream.
     let mut iccp = b"bomb\0\0".to_vec();
     let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());

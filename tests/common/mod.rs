@@ -296,26 +296,34 @@ pub fn send_json(request: reqwest::blocking::RequestBuilder) -> serde_json::Valu
     request.send().unwrap().text().unwrap().parse().unwrap()
 }
 
-/// A valid PNG header that declares `width` x `height` grey pixels, followed by a few rows of
-/// zeros: what an attacker sends to make a decoder allocate width × height bytes.
-pub fn png_declaring(width: u32, height: u32) -> Vec<u8> {
-    use std::io::Write;
-    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-        out.extend((data.len() as u32).to_be_bytes());
-        out.extend(kind);
-        out.extend(data);
-        let mut crc = flate2::Crc::new();
-        crc.update(kind);
-        crc.update(data);
-        out.extend(crc.sum().to_be_bytes());
-    }
+/// A PNG chunk: length, kind, data and CRC.
+pub fn png_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+    out.extend((data.len() as u32).to_be_bytes());
+    out.extend(kind);
+    out.extend(data);
+    let mut crc = flate2::Crc::new();
+    crc.update(kind);
+    crc.update(data);
+    out.extend(crc.sum().to_be_bytes());
+}
+
+/// A PNG's signature and header for `width` x `height` 8-bit grey pixels, no interlace.
+pub fn png_grey_header(width: u32, height: u32) -> Vec<u8> {
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
     let mut ihdr = Vec::new();
     ihdr.extend(width.to_be_bytes());
     ihdr.extend(height.to_be_bytes());
-    // 8-bit grey, deflate, no filter method, no interlace.
     ihdr.extend([8, 0, 0, 0, 0]);
-    chunk(&mut png, b"IHDR", &ihdr);
+    png_chunk(&mut png, b"IHDR", &ihdr);
+    png
+}
+
+/// A valid PNG header that declares `width` x `height` grey pixels, followed by a few rows of
+/// zeros: what an attacker sends to make a decoder allocate width × height bytes.
+pub fn png_declaring(width: u32, height: u32) -> Vec<u8> {
+    use std::io::Write;
+    let chunk = png_chunk;
+    let mut png = png_grey_header(width, height);
     let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
     z.write_all(&vec![0u8; 4 * (width as usize + 1)]).unwrap();
     chunk(&mut png, b"IDAT", &z.finish().unwrap());
