@@ -374,10 +374,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         Command::Train(args) => crate::commands::train::run(&args.options()?, out),
         Command::Eval(args) => crate::commands::eval::run(&args.options(), out),
         Command::Predict(args) => crate::commands::predict::run(&args.options(), out),
-        Command::Summary => {
-            let model = crate::model::Model::new(&burn::tensor::Device::flex(), 0);
-            writeln!(out, "{}", model.summary()).map_err(Error::stdout)
-        }
+        Command::Summary => writeln!(out, "{}", crate::model::summary()).map_err(Error::stdout),
         Command::Download(args) => crate::commands::download::run(&args.options(), out),
         Command::Export(args) => crate::commands::export::run(&args.options(), out),
         Command::Serve(args) => crate::commands::serve::run(&args.options(), out),

@@ -1,14 +1,9 @@
-//! The network as burn modules: what burn's engine trains and runs (on `flex` or a GPU), its
-//! conversion to and from the named [`Params`], the Keras-style summary, and the model file.
+//! The model file (a burnpack of the eight tensors and what its run measured, read and written
+//! without any engine) and the Keras-style summary of the network. The network as burn
+//! modules is [`crate::engine`]'s `modules` (the `flex` feature).
 
 use std::path::Path;
 
-use burn::module::{Module, Param, ParamId};
-use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
-use burn::tensor::activation::{log_softmax, relu};
-use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_pack::{Bytes, DType, Reader, Writer};
 
 use crate::error::{Error, Result};
@@ -16,8 +11,8 @@ use crate::escape::escaped;
 use crate::formats::burnpack::{self, Layout};
 use crate::fsutil;
 use crate::network::{
-    CONV1_FILTERS, CONV2_FILTERS, DROPOUT_HIDDEN, DROPOUT_POOLED, FEATURES, HIDDEN, KERNEL, Layer,
-    NUM_CLASSES, POOL, Params, SIDE, TENSOR_NAMES, tensor_shapes,
+    CONV1_FILTERS, CONV1_SIDE, CONV2_FILTERS, CONV2_SIDE, FEATURES, HIDDEN,
+    LAYERS as NETWORK_LAYERS, NUM_CLASSES, PARAMETERS, POOLED_SIDE, Params, tensor_shapes,
 };
 
 /// A model file's size at most: its 4.8 MB of weights and a few hundred bytes of metadata
@@ -25,22 +20,6 @@ use crate::network::{
 pub const MAX_MODEL_BYTES: u64 = 8 << 20;
 /// A model file's metadata (the run's six figures) in bytes at most.
 const MAX_MODEL_METADATA: usize = 64 << 10;
-
-/// Conv 32 → Conv 64 → MaxPool → Dropout 0.35 → Dense 128 → Dropout 0.5 → Dense 10, with the
-/// sizes of [`crate::network`].
-///
-/// `forward` returns logits; the softmax lives in the loss, as log-softmax (the same
-/// mathematics without the overflow).
-#[derive(Module, Debug)]
-pub struct Model {
-    conv1: Conv2d,
-    conv2: Conv2d,
-    pool: MaxPool2d,
-    dropout1: Dropout,
-    dense1: Linear,
-    dropout2: Dropout,
-    dense2: Linear,
-}
 
 /// The layers as Keras names them, in order, for the summary table.
 const LAYERS: [(&str, &str); 8] = [
@@ -54,177 +33,64 @@ const LAYERS: [(&str, &str); 8] = [
     ("dense_2", "Dense"),
 ];
 
-impl Model {
-    /// A fresh network, Keras's initialisation drawn from `seed` ([`Params::glorot`]).
-    pub fn new(device: &Device, seed: u64) -> Model {
-        Model::from_params(&Params::glorot(seed), device)
-    }
+/// Each layer's output shape without the batch dimension, channels-first as this network
+/// computes them (burn's modules give the same: `engine::modules`' tests).
+pub fn output_shapes() -> [Vec<usize>; 8] {
+    let conv1 = vec![CONV1_FILTERS, CONV1_SIDE, CONV1_SIDE];
+    let conv2 = vec![CONV2_FILTERS, CONV2_SIDE, CONV2_SIDE];
+    let pooled = vec![CONV2_FILTERS, POOLED_SIDE, POOLED_SIDE];
+    [
+        conv1,
+        conv2,
+        pooled.clone(),
+        pooled,
+        vec![FEATURES],
+        vec![HIDDEN],
+        vec![HIDDEN],
+        vec![NUM_CLASSES],
+    ]
+}
 
-    /// The network holding `params`, on `device` (trainable there if it is an autodiff device).
-    pub fn from_params(params: &Params, device: &Device) -> Model {
-        // Fixed ids (burn draws random ones) in the order of TENSOR_NAMES keep same-seed model
-        // files byte-identical. The layers start as zeros, replaced at once: no random draw.
-        let named = params.named();
-        let conv = |[c_in, c_out]: [usize; 2], i: usize| {
-            let mut conv = Conv2dConfig::new([c_in, c_out], [KERNEL, KERNEL])
-                .with_initializer(Initializer::Zeros)
-                .init(device);
-            conv.weight = param(&named, i, device);
-            conv.bias = Some(param(&named, i + 1, device));
-            conv
-        };
-        let linear = |[inputs, outputs]: [usize; 2], i: usize| {
-            let mut linear = LinearConfig::new(inputs, outputs)
-                .with_initializer(Initializer::Zeros)
-                .init(device);
-            linear.weight = param(&named, i, device);
-            linear.bias = Some(param(&named, i + 1, device));
-            linear
-        };
-        Model {
-            conv1: conv([1, CONV1_FILTERS], 0),
-            conv2: conv([CONV1_FILTERS, CONV2_FILTERS], 2),
-            pool: MaxPool2dConfig::new([POOL, POOL]).init(),
-            dropout1: DropoutConfig::new(DROPOUT_POOLED).init(),
-            dense1: linear([FEATURES, HIDDEN], 4),
-            dropout2: DropoutConfig::new(DROPOUT_HIDDEN).init(),
-            dense2: linear([HIDDEN, NUM_CLASSES], 6),
-        }
-    }
-
-    /// The parameters' values, read back from the device.
-    pub fn params(&self) -> Params {
-        fn values<const D: usize>(t: &Param<Tensor<D>>) -> Vec<f32> {
-            t.val()
-                .into_data()
-                .convert::<f32>()
-                .try_to_vec::<f32>()
-                .expect("f32 parameters")
-        }
-        let layer = |weight: &Param<Tensor<4>>, bias: &Option<Param<Tensor<1>>>| Layer {
-            weight: values(weight),
-            bias: bias.as_ref().map(values).unwrap_or_default(),
-        };
-        let dense = |weight: &Param<Tensor<2>>, bias: &Option<Param<Tensor<1>>>| Layer {
-            weight: values(weight),
-            bias: bias.as_ref().map(values).unwrap_or_default(),
-        };
-        Params {
-            conv1: layer(&self.conv1.weight, &self.conv1.bias),
-            conv2: layer(&self.conv2.weight, &self.conv2.bias),
-            dense1: dense(&self.dense1.weight, &self.dense1.bias),
-            dense2: dense(&self.dense2.weight, &self.dense2.bias),
-        }
-    }
-
-    /// burn's id of each parameter, in the order of [`TENSOR_NAMES`].
-    pub fn param_ids(&self) -> [(ParamId, &'static str); 8] {
-        let ids = [
-            self.conv1.weight.id,
-            self.conv1.bias.as_ref().expect("bias").id,
-            self.conv2.weight.id,
-            self.conv2.bias.as_ref().expect("bias").id,
-            self.dense1.weight.id,
-            self.dense1.bias.as_ref().expect("bias").id,
-            self.dense2.weight.id,
-            self.dense2.bias.as_ref().expect("bias").id,
-        ];
-        let mut names = TENSOR_NAMES.into_iter();
-        ids.map(|id| (id, names.next().expect("eight names")))
-    }
-
-    /// Logits `[n, 10]` for images `[n, 1, 28, 28]` scaled to [0, 1]. Dropout is active only
-    /// on an autodiff device in training mode.
-    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        self.forward_observed(images, &mut |_, _| {})
-    }
-
-    /// `forward`, reporting each layer's output shape to `observe` (for the summary).
-    fn forward_observed(
-        &self,
-        images: Tensor<4>,
-        observe: &mut dyn FnMut(usize, &[usize]),
-    ) -> Tensor<2> {
-        let x = relu(self.conv1.forward(images));
-        observe(0, &x.dims());
-        let x = relu(self.conv2.forward(x));
-        observe(1, &x.dims());
-        let x = self.pool.forward(x);
-        observe(2, &x.dims());
-        let x = self.dropout1.forward(x);
-        observe(3, &x.dims());
-        let x: Tensor<2> = x.flatten(1, 3);
-        observe(4, &x.dims());
-        let x = relu(self.dense1.forward(x));
-        observe(5, &x.dims());
-        let x = self.dropout2.forward(x);
-        observe(6, &x.dims());
-        let x = self.dense2.forward(x);
-        observe(7, &x.dims());
-        x
-    }
-
-    fn layer_params(&self) -> [usize; 8] {
-        [
-            self.conv1.num_params(),
-            self.conv2.num_params(),
-            0,
-            0,
-            0,
-            self.dense1.num_params(),
-            0,
-            self.dense2.num_params(),
-        ]
-    }
-
-    /// A table in the layout of Keras's `model.summary()`. Shapes are channels-first, as
-    /// this network computes them, and are measured by running one blank image through it.
-    pub fn summary(&self) -> String {
-        let device = self.conv1.weight.val().device();
-        let mut shapes = vec![String::new(); LAYERS.len()];
-        let probe = Tensor::<4>::zeros([1, 1, SIDE, SIDE], &device.without_autodiff());
-        self.clone()
-            .valid()
-            .forward_observed(probe, &mut |i, dims| {
-                let rest: Vec<String> = dims[1..].iter().map(|d| d.to_string()).collect();
-                shapes[i] = format!("(None, {})", rest.join(", "));
-            });
-
-        const WIDTH: usize = 65;
-        let row = |cells: [&str; 3]| {
-            let mut line = String::new();
-            for (i, (cell, end)) in cells.iter().zip([29, 55, 65]).enumerate() {
-                if i > 0 {
-                    // Keras keeps one space between columns, cutting the cell before it.
-                    line.pop();
-                    line.push(' ');
-                }
-                line.push_str(cell);
-                line.truncate(end);
-                while line.len() < end {
-                    line.push(' ');
-                }
+/// A table in the layout of Keras's `model.summary()`, from the network's sizes alone (no
+/// engine is needed to print it).
+pub fn summary() -> String {
+    const WIDTH: usize = 65;
+    let row = |cells: [&str; 3]| {
+        let mut line = String::new();
+        for (i, (cell, end)) in cells.iter().zip([29, 55, 65]).enumerate() {
+            if i > 0 {
+                // Keras keeps one space between columns, cutting the cell before it.
+                line.pop();
+                line.push(' ');
             }
-            line
-        };
-        let params = self.layer_params();
-        let mut out = Vec::new();
-        out.push("_".repeat(WIDTH));
-        out.push(row(["Layer (type)", "Output Shape", "Param #"]));
-        out.push("=".repeat(WIDTH));
-        for (i, (name, kind)) in LAYERS.iter().enumerate() {
-            let label = format!("{name} ({kind})");
-            out.push(row([&label, &shapes[i], &params[i].to_string()]));
-            let rule = if i + 1 == LAYERS.len() { "=" } else { "_" };
-            out.push(rule.repeat(WIDTH));
+            line.push_str(cell);
+            line.truncate(end);
+            while line.len() < end {
+                line.push(' ');
+            }
         }
-        let total = group_thousands(self.num_params());
-        out.push(format!("Total params: {total}"));
-        out.push(format!("Trainable params: {total}"));
-        out.push("Non-trainable params: 0".into());
-        out.push("_".repeat(WIDTH));
-        out.join("\n")
+        line
+    };
+    let weights = |l: usize| NETWORK_LAYERS[l].weight_len() + NETWORK_LAYERS[l].bias_len();
+    let params = [weights(0), weights(1), 0, 0, 0, weights(2), 0, weights(3)];
+    let mut out = Vec::new();
+    out.push("_".repeat(WIDTH));
+    out.push(row(["Layer (type)", "Output Shape", "Param #"]));
+    out.push("=".repeat(WIDTH));
+    for (i, ((name, kind), shape)) in LAYERS.iter().zip(output_shapes()).enumerate() {
+        let label = format!("{name} ({kind})");
+        let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+        let shape = format!("(None, {})", dims.join(", "));
+        out.push(row([&label, &shape, &params[i].to_string()]));
+        let rule = if i + 1 == LAYERS.len() { "=" } else { "_" };
+        out.push(rule.repeat(WIDTH));
     }
+    let total = group_thousands(PARAMETERS);
+    out.push(format!("Total params: {total}"));
+    out.push(format!("Trainable params: {total}"));
+    out.push("Non-trainable params: 0".into());
+    out.push("_".repeat(WIDTH));
+    out.join("\n")
 }
 
 /// What a model file says of the run that made it. Files from other tools (a PyTorch
@@ -306,7 +172,7 @@ pub fn file_bytes(params: &Params, provenance: Option<&Provenance>) -> Result<Ve
     Ok(bytes.to_vec())
 }
 
-/// Reads a model file written by [`file_bytes`] (or by burn from a [`Model`]); `path` is for
+/// Reads a model file written by [`file_bytes`] (or by burn from the network's module record); `path` is for
 /// messages only. The file is held to exactly that layout ([`burnpack::check`]) before burn's
 /// reader parses it.
 pub fn from_file_bytes(bytes: Vec<u8>, path: &Path) -> Result<ModelFile> {
@@ -391,33 +257,6 @@ pub(crate) fn f32s(bytes: &[u8], len: usize) -> Option<Vec<f32>> {
     })
 }
 
-/// Categorical cross-entropy of each sample (burn's engine trains on this; rows of host
-/// logits are scored by [`crate::metrics::cross_entropy`]): `-log softmax(logits)[label]`.
-pub fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
-    log_softmax(logits, 1)
-        .gather(1, labels.unsqueeze_dim(1))
-        .squeeze_dim::<1>(1)
-        .neg()
-}
-
-/// Tensor `i` of `named` ([`Params::named`]) as a parameter with the fixed id `i + 1`.
-fn param<const D: usize>(
-    named: &[(&str, Vec<usize>, &[f32]); 8],
-    i: usize,
-    device: &Device,
-) -> Param<Tensor<D>> {
-    let (_, shape, values) = &named[i];
-    let data = TensorData::new(values.to_vec(), shape.clone());
-    let tensor = Tensor::from_data(data, device);
-    let id = ParamId::from(i as u64 + 1);
-    let tensor = if tensor.device().is_autodiff() {
-        tensor.require_grad()
-    } else {
-        tensor
-    };
-    Param::initialized(id, tensor)
-}
-
 /// 1199882 → "1,199,882", as Keras prints parameter totals.
 pub fn group_thousands(n: usize) -> String {
     let digits = n.to_string();
@@ -436,17 +275,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn has_the_keras_parameter_count() {
-        let model = Model::new(&Device::default(), 1);
-        assert_eq!(model.num_params(), crate::network::PARAMETERS);
-        assert_eq!(group_thousands(crate::network::PARAMETERS), "1,199,882");
+    fn thousands_are_grouped_as_keras_does() {
+        assert_eq!(group_thousands(PARAMETERS), "1,199,882");
         assert_eq!(group_thousands(999), "999");
         assert_eq!(group_thousands(1000), "1,000");
     }
 
+    fn provenance() -> Provenance {
+        Provenance {
+            epochs: 12,
+            seed: 1337,
+            batch: 128,
+            test_images: 10_000,
+            test_loss: 0.02566789763210819,
+            test_accuracy: 0.9913,
+        }
+    }
+
     #[test]
     fn summary_lists_layers_shapes_and_counts() {
-        let summary = Model::new(&Device::default(), 1).summary();
+        let summary = summary();
         let lines: Vec<&str> = summary.lines().collect();
         assert_eq!(
             lines[1].trim_end(),
@@ -462,30 +310,6 @@ mod tests {
         assert!(summary.contains("dense_1 (Dense)              (None, 128)               1179776"));
         assert!(summary.contains("dense_2 (Dense)              (None, 10)                1290"));
         assert!(summary.contains("Total params: 1,199,882\nTrainable params: 1,199,882"));
-    }
-
-    #[test]
-    fn params_round_trip_through_burns_modules() {
-        let params = Params::glorot(7).with_random_biases(2);
-        let model = Model::from_params(&params, &Device::default());
-        assert_eq!(model.params(), params);
-        let ids: Vec<u64> = model.param_ids().iter().map(|(id, _)| id.val()).collect();
-        assert_eq!(ids, (1..=8).collect::<Vec<u64>>());
-        // On the autodiff device too, where the parameters are trainable.
-        let trainable = Model::from_params(&params, &Device::default().autodiff());
-        assert!(trainable.dense1.weight.val().is_require_grad());
-        assert_eq!(trainable.params(), params);
-    }
-
-    fn provenance() -> Provenance {
-        Provenance {
-            epochs: 12,
-            seed: 1337,
-            batch: 128,
-            test_images: 10_000,
-            test_loss: 0.02566789763210819,
-            test_accuracy: 0.9913,
-        }
     }
 
     #[test]
@@ -507,49 +331,6 @@ mod tests {
                 .provenance,
             None
         );
-    }
-
-    #[test]
-    fn the_file_is_burns_own_module_record() {
-        use burn::store::ModuleRecord;
-        let device = Device::default();
-        let params = Params::glorot(5).with_random_biases(6);
-        // What burn writes for the module (and what earlier builds saved) reads back...
-        let burns = Model::from_params(&params, &device)
-            .into_record()
-            .into_bytes()
-            .unwrap()
-            .to_vec();
-        let read = from_file_bytes(burns.clone(), Path::new("m.bin")).unwrap();
-        assert_eq!(read.params, params);
-        // ...and without a run, the file is byte for byte burn's; with one, burn still loads it.
-        assert_eq!(file_bytes(&params, None).unwrap(), burns);
-        let ours = file_bytes(&params, Some(&provenance())).unwrap();
-        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(ours)).unwrap();
-        let loaded = Model::from_params(&Params::zeros(), &device)
-            .try_load_record(record)
-            .unwrap();
-        assert_eq!(loaded.params(), params);
-    }
-
-    #[test]
-    fn cross_entropy_by_hand() {
-        let device = Device::default();
-        let logits = Tensor::<2>::from_data(
-            TensorData::from([
-                [2.0f32, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
-                [0.0; 10],
-            ]),
-            &device,
-        );
-        let labels = Tensor::<1, Int>::from_data(TensorData::from([0i64, 3]), &device);
-        let loss: Vec<f32> = cross_entropy(logits, labels)
-            .into_data()
-            .try_to_vec()
-            .unwrap();
-        let first = -(2f32.exp() / (2f32.exp() + 9.0)).ln();
-        assert!((loss[0] - first).abs() < 1e-6, "{loss:?}");
-        assert!((loss[1] - 10f32.ln()).abs() < 1e-6, "{loss:?}");
     }
 
     #[test]

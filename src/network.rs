@@ -1,7 +1,7 @@
 //! The network of Keras's `mnist_cnn.py`, defined once: its sizes, its dropout rates, its
 //! initialisation, and its parameters by name.
 //!
-//! Everything else reads from here: burn's [`Model`](crate::model::Model) builds its layers
+//! Everything else reads from here: burn's `Model` (`engine::modules`, the `flex` feature) builds its layers
 //! from these sizes, the CPU kernels size their buffers with them, and [`Params`] is the one
 //! named parameter set that the kernels, Adadelta, the checkpoint and the conversion to and
 //! from burn's `Model` all share.

@@ -154,7 +154,9 @@ fn eval_s_report_and_error_sheet_add_up() {
 }
 
 /// burn's engine (`--backend flex`, the path a GPU run takes) from the command line: the Keras
-/// log, and a model that our kernels evaluate to the accuracy it printed.
+/// log, and a model that our kernels evaluate to the accuracy it printed. (The `flex` feature:
+/// `cargo test --features flex`.)
+#[cfg(feature = "flex")]
 #[test]
 fn flex_backend_trains_and_its_model_evaluates_the_same_on_our_kernels() {
     let dir = tempfile::tempdir().unwrap();
@@ -569,6 +571,24 @@ fn usage_errors_exit_with_two() {
         2,
         "--lr must be a positive number",
     );
+}
+
+/// Without the `flex` feature the binary has our kernels only: burn's engine is one line
+/// naming the feature, for every command that computes.
+#[cfg(not(feature = "flex"))]
+#[test]
+fn flex_without_the_feature_says_how_to_get_it() {
+    for command in [
+        &["train"][..],
+        &["eval", "model.bin"],
+        &["predict", "model.bin", "x.png"],
+    ] {
+        fails_with_one_line(
+            cmd().args(command).args(["--backend", "flex"]),
+            2,
+            "this build has no burn's CPU engine; rebuild with `cargo install mnist-cnn --features flex`",
+        );
+    }
 }
 
 #[cfg(not(feature = "wgpu"))]

@@ -90,7 +90,7 @@ pub fn run(opts: &EvalOptions, out: &mut dyn Write) -> Result<()> {
         crate::fsutil::check_writable_target(path)?;
     }
     // The backend, then the model, before the data: neither should cost a download.
-    opts.backend.device()?;
+    opts.backend.available()?;
     let params = crate::formats::read_params(&opts.model)?;
     let net = engine::forward(opts.backend, params)?;
     let test = opts.data.load(Part::Test, opts.limit_test)?;

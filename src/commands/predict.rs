@@ -55,7 +55,7 @@ fn prepare_all(opts: &PredictOptions) -> Result<Vec<Prepared<'_>>> {
 
 /// `mnist-cnn predict MODEL IMAGE...`: the answers go to `out`, unreadable inputs to stderr.
 pub fn run(opts: &PredictOptions, out: &mut dyn Write) -> Result<()> {
-    opts.backend.device()?;
+    opts.backend.available()?;
     let net = engine::forward(opts.backend, crate::formats::read_params(&opts.model)?)?;
     let (mut read, mut failures) = (Vec::new(), Vec::new());
     for (path, prepared) in prepare_all(opts)? {

@@ -9,7 +9,7 @@ use crate::data::{DataSource, Part, Split};
 use crate::engine::Backend;
 use crate::error::{Error, Result};
 use crate::fit::{EpochFiles, Fit, Run, restore};
-use crate::model::{Model, Provenance};
+use crate::model::Provenance;
 use crate::network::SIDE;
 use crate::progress::Verbosity;
 use crate::settings::{Given, Limits};
@@ -54,7 +54,7 @@ pub fn run(opts: &TrainOptions, out: &mut dyn Write) -> Result<()> {
         fsutil::check_writable_target(plot)?;
     }
     opts.backend.trains()?;
-    opts.backend.device()?;
+    opts.backend.available()?;
     let ckpt = match &opts.resume {
         Some(path) => Some((path.as_path(), Checkpoint::load(path)?)),
         None => None,
@@ -128,8 +128,7 @@ fn write_header(
     writeln!(out, "x_train shape: ({n}, {SIDE}, {SIDE}, 1)").map_err(Error::stdout)?;
     writeln!(out, "{n} train samples\n{m} test samples").map_err(Error::stdout)?;
     if opts.summary {
-        let model = Model::new(&burn::tensor::Device::flex(), 0);
-        writeln!(out, "{}", model.summary()).map_err(Error::stdout)?;
+        writeln!(out, "{}", crate::model::summary()).map_err(Error::stdout)?;
     }
     if opts.verbosity != Verbosity::Silent {
         writeln!(out, "Train on {n} samples, validate on {m} samples").map_err(Error::stdout)?;

@@ -1,8 +1,6 @@
 //! Turning MNIST bytes into what the engines read.
 
-use burn::tensor::{Device, Tensor, TensorData};
-
-use super::idx::{COLS, PIXELS, ROWS};
+use super::idx::PIXELS;
 use super::mnist::Split;
 
 /// Grey levels as the network reads them: pixels / 255, in [0, 1], as Keras's example.
@@ -20,8 +18,12 @@ pub fn pixels(split: &Split, indices: &[usize]) -> Vec<f32> {
     pixels
 }
 
-/// Pixels already scaled to [0, 1], 784 per image, as a `[n, 1, 28, 28]` tensor.
-pub fn images_tensor(pixels: Vec<f32>, device: &Device) -> Tensor<4> {
+/// Pixels already scaled to [0, 1], 784 per image, as a `[n, 1, 28, 28]` tensor (for burn's
+/// engine, the `flex` feature).
+#[cfg(any(test, feature = "flex"))]
+pub fn images_tensor(pixels: Vec<f32>, device: &burn::tensor::Device) -> burn::tensor::Tensor<4> {
+    use super::idx::{COLS, ROWS};
     let n = pixels.len() / PIXELS;
-    Tensor::from_data(TensorData::new(pixels, [n, 1, ROWS, COLS]), device)
+    let data = burn::tensor::TensorData::new(pixels, [n, 1, ROWS, COLS]);
+    burn::tensor::Tensor::from_data(data, device)
 }

@@ -6,12 +6,12 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_pack::{self, Reader, Writer};
 
+use super::modules::{Model, cross_entropy};
 use super::{Backend, Forward, StepOutcome, Trainer};
 use crate::checkpoint::TrainerState;
 use crate::data::batch::images_tensor;
 use crate::error::{Error, Result};
 use crate::metrics;
-use crate::model::{Model, cross_entropy};
 use crate::model::{f32_tensor, f32s};
 use crate::network::{NUM_CLASSES, Params};
 use crate::optim::{Accumulators, Adadelta};

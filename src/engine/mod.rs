@@ -3,17 +3,19 @@
 //! Two implementations of [`Trainer`]:
 //! - [`cpu::CpuTrainer`] (`--backend cpu`, the default): our own kernels ([`crate::kernels`])
 //!   and Adadelta over plain slices;
-//! - [`autodiff::BurnTrainer`] (`--backend flex`, `--backend wgpu`): burn's modules, autodiff
-//!   and optimizer, on burn's own CPU backend or a GPU. Every GPU run takes this path, so
-//!   `--backend flex` is how it is run and tested on a machine without one.
+//! - `autodiff::BurnTrainer` (`--backend flex`, `--backend wgpu`; the `flex` feature, and the
+//!   unit tests, which hold our kernels and the reference to it): burn's
+//!   modules, autodiff and optimizer, on burn's own CPU backend or a GPU. Every GPU run takes
+//!   this path, so `--backend flex` is how it is run and tested on a machine without one.
 //!
 //! Both keep their state as the same named [`TrainerState`] (parameters and Adadelta's two
 //! accumulators), so a checkpoint written by one engine resumes on the other.
 
+#[cfg(any(test, feature = "flex"))]
 pub mod autodiff;
 pub mod cpu;
-
-use burn::tensor::Device;
+#[cfg(any(test, feature = "flex"))]
+pub mod modules;
 
 use crate::checkpoint::TrainerState;
 use crate::error::{Error, Result};
@@ -55,14 +57,40 @@ impl Backend {
         }
     }
 
-    /// burn's (non-autodiff) device for this backend, or a clear error when this build or this
-    /// machine cannot provide it. Our kernels need none, but read model files through flex.
-    pub fn device(self) -> Result<Device> {
+    /// Whether this build and this machine can compute with this backend: a clear error,
+    /// naming the cargo feature, where the build lacks burn's engine or a GPU.
+    pub fn available(self) -> Result<()> {
         match self {
-            Backend::Cpu | Backend::CpuBf16 | Backend::Flex => Ok(Device::flex()),
+            Backend::Cpu | Backend::CpuBf16 => Ok(()),
+            #[cfg(any(test, feature = "flex"))]
+            Backend::Flex | Backend::Wgpu => self.device().map(drop),
+            #[cfg(not(any(test, feature = "flex")))]
+            Backend::Flex | Backend::Wgpu => Err(without_burn(self)),
+        }
+    }
+
+    /// burn's (non-autodiff) device for this backend, or a clear error when this machine
+    /// cannot provide it.
+    #[cfg(any(test, feature = "flex"))]
+    pub fn device(self) -> Result<burn::tensor::Device> {
+        match self {
+            Backend::Cpu | Backend::CpuBf16 | Backend::Flex => Ok(burn::tensor::Device::flex()),
             Backend::Wgpu => wgpu_device(),
         }
     }
+}
+
+/// `--backend flex` or `wgpu` in a build without burn's engine: how to get it.
+#[cfg(not(any(test, feature = "flex")))]
+fn without_burn(backend: Backend) -> Error {
+    let what = match backend {
+        Backend::Wgpu => "GPU support",
+        _ => "burn's CPU engine",
+    };
+    Error::Usage(format!(
+        "--backend {0}: this build has no {what}; rebuild with `cargo install mnist-cnn --features {0}`",
+        backend.name()
+    ))
 }
 
 /// The forward pass without dropout: rows of logits ([n × 10]) for images scaled to [0, 1],
@@ -99,7 +127,10 @@ pub fn trainer(backend: Backend, state: TrainerState) -> Result<Box<dyn Trainer>
     Ok(match backend {
         Backend::Cpu => Box::new(cpu::CpuTrainer::new(state)),
         Backend::CpuBf16 => unreachable!("`trains` refused it"),
+        #[cfg(any(test, feature = "flex"))]
         Backend::Flex | Backend::Wgpu => Box::new(autodiff::BurnTrainer::new(backend, state)?),
+        #[cfg(not(any(test, feature = "flex")))]
+        Backend::Flex | Backend::Wgpu => return Err(without_burn(backend)),
     })
 }
 
@@ -108,13 +139,16 @@ pub fn forward(backend: Backend, params: Params) -> Result<Box<dyn Forward>> {
     Ok(match backend {
         Backend::Cpu => Box::new(cpu::CpuForward(params)),
         Backend::CpuBf16 => Box::new(cpu::CpuBf16Forward::new(params).ok_or(Error::NoBf16)?),
+        #[cfg(any(test, feature = "flex"))]
         Backend::Flex | Backend::Wgpu => Box::new(autodiff::BurnForward::new(backend, &params)?),
+        #[cfg(not(any(test, feature = "flex")))]
+        Backend::Flex | Backend::Wgpu => return Err(without_burn(backend)),
     })
 }
 
 #[cfg(feature = "wgpu")]
-fn wgpu_device() -> Result<Device> {
-    use burn::tensor::DeviceType;
+fn wgpu_device() -> Result<burn::tensor::Device> {
+    use burn::tensor::{Device, DeviceType};
     // Enumerating opens the adapters; an empty list means no usable GPU driver.
     Device::enumerate(DeviceType::Wgpu)
         .into_iter()
@@ -137,8 +171,8 @@ pub fn quiet_mesa_display_probe() {
     }
 }
 
-#[cfg(not(feature = "wgpu"))]
-fn wgpu_device() -> Result<Device> {
+#[cfg(all(any(test, feature = "flex"), not(feature = "wgpu")))]
+fn wgpu_device() -> Result<burn::tensor::Device> {
     Err(Error::Usage(
         "--backend wgpu: this build has no GPU support; rebuild with `cargo install mnist-cnn --features wgpu`"
             .into(),

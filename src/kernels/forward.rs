@@ -303,7 +303,7 @@ mod tests {
 
     use super::*;
     use crate::data::batch::images_tensor;
-    use crate::model::Model;
+    use crate::engine::modules::Model;
 
     #[test]
     fn logits_match_burns_forward_pass() {

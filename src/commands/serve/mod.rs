@@ -72,7 +72,7 @@ struct App {
 
 /// `mnist-cnn serve MODEL`: prints the URL to `out`, serves until Ctrl-C, then returns.
 pub fn run(opts: &ServeOptions, out: &mut dyn Write) -> Result<()> {
-    opts.backend.device()?;
+    opts.backend.available()?;
     let model = formats::load(&opts.model)?;
     let onnx = Bytes::from(formats::export(&model, Format::Onnx)?);
     let net = engine::forward(opts.backend, model.params)?;
