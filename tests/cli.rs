@@ -586,7 +586,7 @@ fn flex_without_the_feature_says_how_to_get_it() {
         fails_with_one_line(
             cmd().args(command).args(["--backend", "flex"]),
             2,
-            "this build has no burn's CPU engine; rebuild with `cargo install mnist-cnn --features flex`",
+            "this build lacks burn's CPU engine; rebuild with `cargo install mnist-cnn --features flex`",
         );
     }
 }

@@ -88,7 +88,7 @@ fn without_burn(backend: Backend) -> Error {
         _ => "burn's CPU engine",
     };
     Error::Usage(format!(
-        "--backend {0}: this build has no {what}; rebuild with `cargo install mnist-cnn --features {0}`",
+        "--backend {0}: this build lacks {what}; rebuild with `cargo install mnist-cnn --features {0}`",
         backend.name()
     ))
 }
