@@ -271,7 +271,7 @@ pub fn group_thousands(n: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -281,7 +281,8 @@ mod tests {
         assert_eq!(group_thousands(1000), "1,000");
     }
 
-    fn provenance() -> Provenance {
+    /// The seed-1337 run's figures, for the tests of model files.
+    pub(crate) fn provenance() -> Provenance {
         Provenance {
             epochs: 12,
             seed: 1337,

@@ -171,7 +171,8 @@ fn param<const D: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Provenance, file_bytes, from_file_bytes};
+    use crate::model::tests::provenance;
+    use crate::model::{file_bytes, from_file_bytes};
     use burn_pack::Bytes;
     use std::path::Path;
 
@@ -190,17 +191,6 @@ mod tests {
             .valid()
             .forward_observed(probe, &mut |_, dims| measured.push(dims[1..].to_vec()));
         assert_eq!(measured, crate::model::output_shapes().to_vec());
-    }
-
-    fn provenance() -> Provenance {
-        Provenance {
-            epochs: 12,
-            seed: 1337,
-            batch: 128,
-            test_images: 10_000,
-            test_loss: 0.02566789763210819,
-            test_accuracy: 0.9913,
-        }
     }
 
     #[test]
