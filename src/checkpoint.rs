@@ -67,16 +67,10 @@ impl TrainerState {
             (Adadelta::ACCUM_GRAD, &acc.grad),
             (Adadelta::ACCUM_UPDATE, &acc.update),
         ] {
-            for (name, _, values) in params.named() {
-                let bad = values
-                    .iter()
-                    .filter(|v| !(v.is_finite() && **v >= 0.0))
-                    .count();
-                if bad > 0 {
-                    return Err(format!(
-                        "its accumulator `{kind}.{name}` holds {bad} values that are negative or not finite"
-                    ));
-                }
+            if let Some((name, bad)) = params.first_with(|v| !(v.is_finite() && v >= 0.0)) {
+                return Err(format!(
+                    "its accumulator `{kind}.{name}` holds {bad} values that are negative or not finite"
+                ));
             }
         }
         Ok(())

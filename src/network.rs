@@ -219,8 +219,14 @@ impl Params {
     /// The first tensor (in the order of [`TENSOR_NAMES`]) holding NaN or infinite values,
     /// and how many it holds.
     pub fn non_finite(&self) -> Option<(&'static str, usize)> {
+        self.first_with(|v| !v.is_finite())
+    }
+
+    /// The first tensor (in the order of [`TENSOR_NAMES`]) holding values for which `bad`
+    /// holds, and how many it holds.
+    pub fn first_with(&self, bad: impl Fn(f32) -> bool) -> Option<(&'static str, usize)> {
         self.named().into_iter().find_map(|(name, _, values)| {
-            let count = values.iter().filter(|v| !v.is_finite()).count();
+            let count = values.iter().filter(|&&v| bad(v)).count();
             (count > 0).then_some((name, count))
         })
     }
