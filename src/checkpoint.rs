@@ -242,6 +242,13 @@ impl Checkpoint {
                 settings.epochs
             )));
         }
+        // Metadata first: a refusal it decides costs no decoding of the tensors.
+        let history = reader
+            .metadata()
+            .get("history")
+            .and_then(|csv| history::from_csv(csv))
+            .filter(|h| history::is_run_of(h, epochs_done))
+            .ok_or_else(|| fail("its history does not match its epochs"))?;
         let group = |group: &str| {
             Params::from_named(|name, shape| {
                 let bytes = reader.tensor_data(&format!("{group}.{name}")).ok()?;
@@ -258,12 +265,6 @@ impl Checkpoint {
             },
         };
         state.check().map_err(|reason| fail(&reason))?;
-        let history = reader
-            .metadata()
-            .get("history")
-            .and_then(|csv| history::from_csv(csv))
-            .filter(|h| history::is_run_of(h, epochs_done))
-            .ok_or_else(|| fail("its history does not match its epochs"))?;
         Ok(Checkpoint {
             settings,
             epochs_done,
