@@ -9,7 +9,7 @@
 //!
 //! Dropout takes its masks as data (0 for a dropped unit, `1 / (1 - rate)` for a kept one), so
 //! this file does not depend on how they are drawn
-//! ([`Dropout::masks`](crate::kernels::forward::Dropout::masks)).
+//! ([`Dropout::masks`](crate::kernels::dropout::Dropout::masks)).
 
 use crate::network::{
     CONV1_FILTERS, CONV1_SIDE, CONV2_FILTERS, CONV2_SIDE, HIDDEN, KERNEL, NUM_CLASSES, POOL,

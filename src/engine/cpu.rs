@@ -4,7 +4,8 @@
 use super::{Backend, Forward, StepOutcome, Trainer};
 use crate::checkpoint::TrainerState;
 use crate::error::Result;
-use crate::kernels::forward::{Bf16Weights, Dropout, Net};
+use crate::kernels::dropout::Dropout;
+use crate::kernels::forward::{Bf16Weights, Net};
 use crate::kernels::parts::Laps;
 use crate::kernels::training;
 use crate::network::Params;

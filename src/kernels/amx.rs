@@ -9,48 +9,7 @@
 
 use rayon::prelude::*;
 
-/// Whether the processor has AMX-BF16 and the operating system lets this process use it.
-/// Linux gives a process AMX's 8 KB of tile state only once it asks
-/// (`arch_prctl(ARCH_REQ_XCOMP_PERM)`), which this does, once.
-pub(super) fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVAILABLE.get_or_init(|| {
-            // CPUID leaf 7: EDX bit 22 is AMX-BF16, bit 24 AMX-TILE; the dense layer's
-            // rounding to bf16 uses AVX512_BF16, which every AMX processor has.
-            let leaf = std::arch::x86_64::__cpuid_count(7, 0);
-            let cpu = leaf.edx >> 22 & 1 == 1 && leaf.edx >> 24 & 1 == 1;
-            cpu && super::avx512_bf16() && granted()
-        })
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-fn granted() -> bool {
-    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
-    const XFEATURE_XTILEDATA: libc::c_long = 18;
-    // SAFETY: a plain system call with two integer arguments; it changes only which register
-    // state this process may use.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_arch_prctl,
-            ARCH_REQ_XCOMP_PERM,
-            XFEATURE_XTILEDATA,
-        )
-    };
-    rc == 0
-}
-
-/// Elsewhere we do not know how to ask, so the tiles stay unused.
-#[cfg(all(target_arch = "x86_64", not(target_os = "linux")))]
-fn granted() -> bool {
-    false
-}
+use super::isa;
 
 /// Rows of a tile, and images per block of the dense layer.
 const ROWS: usize = 16;
@@ -77,12 +36,11 @@ impl DenseWeights {
     pub(super) fn pack(w: &[f32], inputs: usize, outputs: usize) -> DenseWeights {
         assert!(inputs.is_multiple_of(2 * PAIRS) && outputs.is_multiple_of(4 * COLUMNS));
         assert_eq!(w.len(), inputs * outputs);
-        let half = |v: f32| u32::from(half::bf16::from_f32(v).to_bits());
         let mut words = vec![0u32; inputs / 2 * outputs];
         for (pair, out) in words.chunks_exact_mut(outputs).enumerate() {
             let (even, odd) = (&w[2 * pair * outputs..], &w[(2 * pair + 1) * outputs..]);
             for ((o, &e), &d) in out.iter_mut().zip(even).zip(odd) {
-                *o = half(e) | half(d) << 16;
+                *o = super::bf16::pair(e, d);
             }
         }
         DenseWeights {
@@ -94,9 +52,9 @@ impl DenseWeights {
 }
 
 /// `x` [rows × inputs] · `w` + `bias`, then ReLU if asked, with `x` and `w` in bf16 and the
-/// sums in f32: [`super::dense`] on AMX. Only where [`available`] said yes.
+/// sums in f32: [`super::dense`] on AMX. Only where [`isa::amx_bf16`] said yes.
 pub(super) fn dense(x: &[f32], w: &DenseWeights, bias: &[f32], relu: bool) -> Vec<f32> {
-    assert!(available() && bias.len() == w.outputs && x.len().is_multiple_of(w.inputs));
+    assert!(isa::amx_bf16() && bias.len() == w.outputs && x.len().is_multiple_of(w.inputs));
     let (inputs, outputs) = (w.inputs, w.outputs);
     let rows = x.len() / inputs;
     // Whole blocks of 16 images: the rows past `rows` stay zero and are dropped at the end.
@@ -108,11 +66,11 @@ pub(super) fn dense(x: &[f32], w: &DenseWeights, bias: &[f32], relu: bool) -> Ve
     a[rows * inputs / 2..].fill(0);
     a.par_chunks_mut(inputs / 2)
         .zip(x.par_chunks(inputs))
-        .for_each(|(a, x)| super::bf16_pairs(x, a));
+        .for_each(|(a, x)| super::bf16::bf16_pairs(x, a));
     let mut out = vec![0f32; padded * outputs];
     out.par_chunks_mut(TASK * ROWS * outputs)
         .zip(a.par_chunks(TASK * ROWS * inputs / 2))
-        // SAFETY: `available` said yes above; the blocks are whole, and `w` was packed for
+        // SAFETY: `isa::amx_bf16` said yes above; the blocks are whole, and `w` was packed for
         // these shapes.
         .for_each(|(out, a)| unsafe { products(a, w, out) });
     super::spare(space);
@@ -257,7 +215,7 @@ mod tests {
     /// and weights, for a partial last block and both ReLU settings.
     #[test]
     fn dense_is_close_to_its_reference_layer() {
-        if !available() {
+        if !isa::amx_bf16() {
             eprintln!("skipped: this processor (or operating system) has no AMX-BF16 to test");
             return;
         }

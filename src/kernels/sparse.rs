@@ -1,6 +1,6 @@
 //! The first dense layer's products, walking only the terms that are not zero: both backward
-//! products, and the forward product in training (and in evaluation where that pays too:
-//! [`forward_pays`]).
+//! products, and the forward product in training (and in evaluation where timing says it
+//! pays: [`super::choice`]).
 //!
 //! ReLU and dropout leave about 73% of the pooled features and 75% of the hidden layer's
 //! gradient at zero, and a GEMM multiplies every one of them. Here each output is one fused
@@ -16,8 +16,9 @@
 
 use rayon::prelude::*;
 
+use super::isa;
 use super::transpose::{Shape, transpose};
-use super::{FEATURES, array, array_mut, axpy, reuse, spare};
+use super::{FEATURES, array, array_mut, axpy, reuse, simd_fn, spare};
 use crate::network::HIDDEN;
 
 /// Features per block of the input gradient: the block's weights, transposed, take 32 KB, an
@@ -32,43 +33,13 @@ const UNITS: usize = 16;
 /// registers, as [`COLUMNS`]).
 const HALF: usize = HIDDEN / 2;
 
-/// Whether the products walk their nonzero terms here rather than run as GEMMs: either gives
-/// the same bytes. On x86-64 every walk took less time than its GEMM: with AVX2 + FMA only,
-/// where the GEMM runs these shapes at about half the FMA peak; on AMD's AVX-512 processors (an
-/// EPYC of family 25), where 512-bit vectors give no more multiply-adds a cycle than 256-bit
-/// ones (the dense backward pass 3.3 ms against the GEMMs' 4.3, the forward product in
-/// training 1.8-2.3 ms against 2.5-3.2); and on Intel's (a Xeon of family 6 model 167) once
-/// each walk's operands were laid out for L1 (docs/performance.md).
+/// Whether the training step's products walk their nonzero terms here rather than run as
+/// GEMMs: either gives the same bytes. A fixed rule, not a timed one ([`super::choice`] times
+/// evaluation's): with dropout leaving ~30% of the features and ~25% of the hidden gradients,
+/// every walk beat its GEMM on every x86-64 processor measured (docs/performance.md has the
+/// figures), and the step is timed by the bench, not by the process.
 pub(super) fn pays() -> bool {
     cfg!(target_arch = "x86_64")
-}
-
-/// Whether the forward product walks its nonzero features: wherever [`pays`] with dropout
-/// (training, ~30% of the pooled features nonzero); without it (evaluation, ~45%) only on
-/// Intel's AVX-512 processors, whose 512-bit FMAs run at twice the 256-bit rate (`cargo bench
-/// --bench fma_peak`; a Xeon of family 6 model 167: the dense layers over the 10,000 test
-/// images 59 ms against the GEMM's 77). On AMD's family 25, whose 512-bit FMAs run at the
-/// 256-bit rate, the walk as it was then took 7.5-8.8 ms a batch of 500 against the GEMM's
-/// 6.4-6.8; elsewhere it was not measured.
-pub(super) fn forward_pays(with_dropout: bool) -> bool {
-    pays() && (with_dropout || intel_avx512())
-}
-
-/// An Intel processor with AVX-512.
-fn intel_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static INTEL_AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        // CPUID traps to the hypervisor in a virtual machine: asked once.
-        *INTEL_AVX512.get_or_init(|| {
-            let leaf = std::arch::x86_64::__cpuid(0);
-            let maker = [leaf.ebx, leaf.edx, leaf.ecx].map(u32::to_le_bytes);
-            let intel = maker.as_flattened() == b"GenuineIntel";
-            intel && is_x86_feature_detected!("avx512f")
-        })
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
 }
 
 /// The loss's gradient with respect to the features, `dfeatures[i][j] = Σ_o dh[i][o] ·
@@ -153,7 +124,7 @@ simd_fn! {
         let mut chain = reuse(out.len());
         // One list a row with AVX-512, walked before the next row is listed; one an image
         // otherwise.
-        let lists = if S::F32_LANES >= 16 { 1 } else { images };
+        let lists = if isa::wide::<S>() { 1 } else { images };
         let mut lists = vec![Terms::default(); lists];
         for (b, w) in w.chunks_exact(KC * HIDDEN).enumerate() {
             chain.fill(0.0);
@@ -163,7 +134,7 @@ simd_fn! {
                 // All 128 sums in 8 of AVX-512's 32 registers, each image walking its terms
                 // as soon as it has listed them; half of them (8 of AVX2's 16) otherwise,
                 // every image listed first and walked twice.
-                if S::F32_LANES >= 16 {
+                if isa::wide::<S>() {
                     let terms = &mut lists[0];
                     for (row, chain) in rows.zip(chain.chunks_exact_mut(HIDDEN)) {
                         terms.list::<S>(row, first);
@@ -221,7 +192,7 @@ impl Terms {
         }
         let row: &[f32; SUB] = array(row, first);
         #[cfg(target_arch = "x86_64")]
-        if S::F32_LANES >= 16 {
+        if isa::wide::<S>() {
             // SAFETY: pulp picks 16-lane f32 vectors on x86-64 only with AVX-512.
             self.count = unsafe { compress_avx512(row, &mut self.x, &mut self.at) };
             return;
@@ -315,7 +286,7 @@ fn nonzero_at<S: pulp::Simd>(row: &[f32; SUB], list: &mut [u8; SUB]) -> usize {
 fn live<S: pulp::Simd, const N: usize>(values: &[f32; N]) -> u64 {
     const { assert!(N <= 64 && N.is_multiple_of(8)) };
     #[cfg(target_arch = "x86_64")]
-    if S::F32_LANES >= 8 {
+    if isa::vectors::<S>() {
         // SAFETY: pulp picks 8- or 16-lane f32 vectors on x86-64 only with AVX2 or more.
         return unsafe { live_avx2(values) };
     }
@@ -412,7 +383,7 @@ simd_fn! {
             // Four units' chains at once with AVX-512 (16 of its 32 registers), so that
             // each multiply-add need not wait on its chain's last; one unit's (8 of AVX2's
             // 16) otherwise.
-            if S::F32_LANES >= 16 {
+            if isa::wide::<S>() {
                 for (lists, sums) in lists.chunks_exact(4).zip(sums.chunks_exact_mut(4 * ROWS)) {
                     unit_sums::<4>(&block, lists, sums);
                 }

@@ -17,11 +17,13 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::ConvLayout::{Burn, Gemm, Rows};
-use super::forward::{Dropout, Layer, Net, Pass, Trace};
+use super::dropout::{Dropout, Layer};
+use super::forward::{Net, Pass, Trace};
+use super::isa;
 use super::parts::Laps;
 use super::{
     Buffer, C1, C2, FEATURES, GROUP, K2, S1, SP, Stored, TAPS, array, axpy, matmul_stored,
-    relayout, reuse, spare, sparse,
+    relayout, reuse, simd_fn, spare, sparse,
 };
 use crate::metrics;
 use crate::network::{HIDDEN, Layer as Weights, NUM_CLASSES, PIXELS, Params, SIDE};
@@ -342,7 +344,7 @@ simd_fn! {
         // A window's three rows of (kx, channel): 96 contiguous values each, a map row apart.
         let run = 3 * C1;
         #[cfg(target_arch = "x86_64")]
-        if S::F32_LANES >= 8 {
+        if isa::vectors::<S>() {
             // SAFETY: pulp picks 8- or 16-lane f32 vectors on x86-64 only with AVX2 or more.
             unsafe { live.list_avx2(pooled, db2) }
         } else {
@@ -361,7 +363,7 @@ simd_fn! {
                 // walked, so a cell costs loads of its window and no stores: all of it in 18
                 // of AVX-512's 32 registers, a window row (12 of AVX2's 16) at a time
                 // otherwise. Each value's sum runs in cell order either way.
-                if S::F32_LANES >= 16 {
+                if isa::wide::<S>() {
                     weight_gradient::<K2>(a1, cells, dw);
                 } else {
                     weight_gradient::<{ 3 * C1 }>(a1, cells, dw);
@@ -613,7 +615,7 @@ simd_fn! {
         // Both gradients stay in registers over the image's pixels: every channel in 18 of
         // AVX-512's 32, eight channels a pass (9 of AVX2's 16) otherwise; each value's sum
         // runs in pixel order either way.
-        if S::F32_LANES >= 16 {
+        if isa::wide::<S>() {
             conv1_gradients::<C1>(img, a1, dz1, dw1, db1);
         } else {
             conv1_gradients::<8>(img, a1, dz1, dw1, db1);
@@ -1051,40 +1053,5 @@ mod tests {
                 "{arch}: gradients differ from scalar"
             );
         }
-    }
-
-    #[test]
-    fn masks_drop_at_keras_rates_and_scale_the_rest() {
-        let (pooled, hidden) = Dropout::Seeded(42).masks(100);
-        for (mask, layer) in [(&pooled, Layer::Pooled), (&hidden, Layer::Hidden)] {
-            let (rate, scale) = (layer.rate(), Dropout::Seeded(42).scale(layer));
-            assert_eq!(scale, 1.0 / (1.0 - rate));
-            assert!(mask.iter().all(|&v| v == 0.0 || v == scale));
-            let dropped = mask.iter().filter(|&&v| v == 0.0).count() as f32 / mask.len() as f32;
-            assert!(
-                (dropped - rate).abs() < 0.01,
-                "rate {rate}: dropped {dropped}"
-            );
-        }
-        assert_eq!(pooled, Dropout::Seeded(42).masks(100).0);
-        assert_ne!(pooled, Dropout::Seeded(43).masks(100).0);
-        // Not one pattern repeated per image, nor one draw shared by the two layers (with
-        // one draw, a unit kept at the higher rate would always be kept at the lower).
-        assert_ne!(pooled[..FEATURES], pooled[FEATURES..2 * FEATURES]);
-        let disagree = hidden
-            .iter()
-            .zip(&pooled)
-            .filter(|&(h, p)| *h != 0.0 && *p == 0.0);
-        assert!(disagree.count() > 100 * HIDDEN / 10);
-        // Applied piecewise, as the groups of a step apply it, it drops the same units.
-        let mut pieces = vec![1.0; 100 * FEATURES];
-        for (i, piece) in pieces.chunks_mut(3 * FEATURES).enumerate() {
-            Dropout::Seeded(42).apply(Layer::Pooled, i * 3 * FEATURES, piece);
-        }
-        assert_eq!(pieces, pooled);
-        assert_eq!(
-            Dropout::Off.masks(3),
-            (vec![1.0; 3 * FEATURES], vec![1.0; 3 * HIDDEN])
-        );
     }
 }

@@ -1,8 +1,12 @@
-//! Matrices transposed: floats in 8 x 8 tiles held in AVX2 registers where the processor has
-//! AVX2, bytes in 8 x 8 tiles in SSE2's on x86-64, else one value at a time. One value at a
+//! Matrices transposed: floats in 16 x 16 tiles in AVX-512 registers or 8 x 8 tiles in AVX2's,
+//! as the processor has them ([`super::isa::level`]), bytes in 8 x 8 tiles in SSE2's on
+//! x86-64, else one value at a time. One value at a
 //! time, each strided store (or load) touches a cache line of its own, and the compiler leaves
 //! the loop scalar; the tiles take a fraction of that. A copy either way, so every way gives
 //! the same bytes.
+
+#[cfg(target_arch = "x86_64")]
+use super::isa::{Level, level};
 
 /// Which values [`transpose`] moves: a `rows` × `cols` matrix whose row r starts at
 /// `r * from`, written as `cols` rows whose row c starts at `c * to`.
@@ -35,13 +39,13 @@ pub(super) fn transpose(src: &[f32], dst: &mut [f32], shape: Shape) {
     #[cfg(target_arch = "x86_64")]
     {
         let whole = shape.rows.is_multiple_of(16) && shape.cols.is_multiple_of(16);
-        if whole && is_x86_feature_detected!("avx512f") {
-            // SAFETY: AVX-512F was detected; the assertions above and `whole` keep every
+        if whole && level() == Level::Avx512 {
+            // SAFETY: the processor runs AVX-512 (`isa::level`); the assertions above and `whole` keep every
             // 16 x 16 tile inside the slices.
             return unsafe { transpose_avx512(src, dst, shape) };
         }
-        if is_x86_feature_detected!("avx2") {
-            // SAFETY: AVX2 was detected; the assertions above keep every tile inside the
+        if level() >= Level::Avx2 {
+            // SAFETY: the processor runs AVX2 (`isa::level`); the assertions above keep every tile inside the
             // slices.
             return unsafe { transpose_avx2(src, dst, shape) };
         }
@@ -270,15 +274,15 @@ mod tests {
             transpose_scalar(&src, &mut dst, shape);
             check("scalar", &dst);
             #[cfg(target_arch = "x86_64")]
-            if is_x86_feature_detected!("avx2") {
+            if level() >= Level::Avx2 {
                 let mut dst = vec![f32::NAN; shape.cols * shape.to];
-                // SAFETY: AVX2 was detected; the slices hold the shape.
+                // SAFETY: the processor runs AVX2; the slices hold the shape.
                 unsafe { transpose_avx2(&src, &mut dst, shape) };
                 check("AVX2", &dst);
                 let whole = shape.rows % 16 == 0 && shape.cols % 16 == 0;
-                if whole && is_x86_feature_detected!("avx512f") {
+                if whole && level() == Level::Avx512 {
                     let mut dst = vec![f32::NAN; shape.cols * shape.to];
-                    // SAFETY: AVX-512F was detected; the slices hold the shape, whole tiles.
+                    // SAFETY: the processor runs AVX-512; the slices hold the shape, whole tiles.
                     unsafe { transpose_avx512(&src, &mut dst, shape) };
                     check("AVX-512", &dst);
                 } else if whole {

@@ -17,7 +17,7 @@
 use rayon::prelude::*;
 
 use super::transpose::{Shape, transpose, transpose_bytes};
-use super::{Buffer, C1, C2, FEATURES, S1, SP, TAPS, array, zeros};
+use super::{Buffer, C1, C2, FEATURES, S1, SP, TAPS, array, simd_fn, zeros};
 
 /// Side of an input tile.
 const TILE: usize = 6;
@@ -111,26 +111,19 @@ impl Filters {
         Filters::F32(filters(w2))
     }
 
-    /// The same in bfloat16, multiplied by the fastest unit this processor has for them
-    /// (AMX, else AVX512_BF16), or `None` where it has neither.
-    pub(super) fn bf16(w2: &[f32]) -> Option<Filters> {
-        Filters::bf16_on(w2, bf16::Unit::best()?)
-    }
-
-    /// [`Filters::bf16`] on `unit`, which the caller has found on this processor.
+    /// The same in bfloat16, multiplied on `unit`; `None` where this processor lacks it.
     pub(super) fn bf16_on(w2: &[f32], unit: bf16::Unit) -> Option<Filters> {
         if !unit.available() {
             return None;
         }
         let u = filters(w2);
-        let half = |v: f32| u32::from(half::bf16::from_f32(v).to_bits());
         let mut words = vec![0u32; POINTS * C1 / 2 * C2];
         for (at, w) in words.iter_mut().enumerate() {
             // `at` is ((point × 4 + group) × 16 + pair) × 16 + lane.
             let (lane, pair) = (at % LANES, at / LANES % (C1 / 2));
             let (group, point) = (at / (LANES * C1 / 2) % (C2 / LANES), at / (C1 / 2 * C2));
             let u = |c: usize| u[(point * C1 + c) * C2 + group * LANES + lane];
-            *w = half(u(2 * pair)) | half(u(2 * pair + 1)) << 16;
+            *w = crate::kernels::bf16::pair(u(2 * pair), u(2 * pair + 1));
         }
         Some(Filters::Bf16 { words, unit })
     }
@@ -160,7 +153,7 @@ simd_fn! {
         // Rows of tiles per pass: one in f32, whose transformed inputs then stay in L1 and
         // products in L2; two in bf16, whose products go 16 output channels at a time. A
         // constant either way, so that the indices below fold.
-        let wide = S::F32_LANES >= 16;
+        let wide = crate::kernels::isa::wide::<S>();
         match u {
             Filters::F32(_) => passes::<1>(a1, u, b2, scratch, pooled, winner, wide),
             Filters::Bf16 { .. } => passes::<BF16_ROWS>(a1, u, b2, scratch, pooled, winner, wide),
@@ -358,18 +351,11 @@ pub(super) mod bf16 {
     }
 
     impl Unit {
-        /// The fastest unit this processor has, if any.
-        pub(in crate::kernels) fn best() -> Option<Unit> {
-            [Unit::Amx, Unit::Avx512]
-                .into_iter()
-                .find(|unit| unit.available())
-        }
-
         /// Whether this processor (and, for AMX, the operating system) lets us run it.
         pub(in crate::kernels) fn available(self) -> bool {
             match self {
-                Unit::Avx512 => crate::kernels::avx512_bf16(),
-                Unit::Amx => crate::kernels::amx::available(),
+                Unit::Avx512 => crate::kernels::isa::avx512_bf16(),
+                Unit::Amx => crate::kernels::isa::amx_bf16(),
             }
         }
     }
@@ -384,7 +370,10 @@ pub(super) mod bf16 {
         /// `v` [point][tile][32] (f32) rounded to bf16, nearest even.
         pub(super) fn pack(v: &[f32]) -> Band {
             let mut band = Band([[0; C1 / 2]; POINTS * BAND]);
-            crate::kernels::bf16_pairs(&v[..BF16_ROWS * ROW_INPUTS], band.0.as_flattened_mut());
+            crate::kernels::bf16::bf16_pairs(
+                &v[..BF16_ROWS * ROW_INPUTS],
+                band.0.as_flattened_mut(),
+            );
             band
         }
     }
