@@ -12,14 +12,14 @@ use rayon::prelude::*;
 use super::isa;
 
 /// Rows of a tile, and images per block of the dense layer.
-const ROWS: usize = 16;
+const TILE_ROWS: usize = 16;
 /// Output columns per multiply: a row of 64 bytes of f32.
 const COLUMNS: usize = 16;
 /// Input pairs a multiply takes: a row of 64 bytes of bf16.
 const PAIRS: usize = 16;
 /// Input pairs per pass over the blocks: 512 pairs × 128 outputs of weights (256 KB) stay in
 /// L2 while every block of images goes through them.
-const CHUNK: usize = 512;
+const PAIR_CHUNK: usize = 512;
 /// Blocks of 16 images per parallel task.
 const TASK: usize = 4;
 
@@ -58,7 +58,7 @@ pub(super) fn dense(x: &[f32], w: &DenseWeights, bias: &[f32], relu: bool) -> Ve
     let (inputs, outputs) = (w.inputs, w.outputs);
     let rows = x.len() / inputs;
     // Whole blocks of 16 images: the rows past `rows` stay zero and are dropped at the end.
-    let padded = rows.div_ceil(ROWS) * ROWS;
+    let padded = rows.div_ceil(TILE_ROWS) * TILE_ROWS;
     // The bf16 inputs, in a spare buffer: a fresh one this size (9 MB for 500 images) costs
     // its page faults and zeroing every call.
     let mut space = super::reuse(padded * inputs / 2);
@@ -68,8 +68,8 @@ pub(super) fn dense(x: &[f32], w: &DenseWeights, bias: &[f32], relu: bool) -> Ve
         .zip(x.par_chunks(inputs))
         .for_each(|(a, x)| super::bf16::bf16_pairs(x, a));
     let mut out = vec![0f32; padded * outputs];
-    out.par_chunks_mut(TASK * ROWS * outputs)
-        .zip(a.par_chunks(TASK * ROWS * inputs / 2))
+    out.par_chunks_mut(TASK * TILE_ROWS * outputs)
+        .zip(a.par_chunks(TASK * TILE_ROWS * inputs / 2))
         // SAFETY: `isa::amx_bf16` said yes above; the blocks are whole, and `w` was packed for
         // these shapes.
         .for_each(|(out, a)| unsafe { products(a, w, out) });
@@ -118,82 +118,119 @@ impl TileConfig {
 /// The dense layer's tiles, 16 rows each: tmm0-3 the sums of a block of 16 images for 64
 /// outputs, tmm4 the images' inputs, tmm5-7 the weights.
 #[cfg(target_arch = "x86_64")]
-const DENSE_TILES: TileConfig = TileConfig::new([ROWS as u8; 8]);
+const DENSE_TILES: TileConfig = TileConfig::new([TILE_ROWS as u8; 8]);
 
 /// `out` [blocks × 16 × outputs] += `a` [blocks × 16 × inputs/2 pairs] · `w`, a chunk of
 /// inputs at a time over all the blocks, the sums going through memory between chunks.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
 unsafe fn products(a: &[u32], w: &DenseWeights, out: &mut [f32]) {
-    use std::arch::asm;
     let (pairs, outputs) = (w.inputs / 2, w.outputs);
-    let blocks = a.len() / (ROWS * pairs);
-    assert!(a.len() == blocks * ROWS * pairs && out.len() == blocks * ROWS * outputs);
+    let blocks = a.len() / (TILE_ROWS * pairs);
+    assert!(a.len() == blocks * TILE_ROWS * pairs && out.len() == blocks * TILE_ROWS * outputs);
     // Bytes between rows: of the inputs, and of the weights and the sums.
     let (a_row, w_row) = (pairs * 4, outputs * 4);
     let work = || {
-        for first in (0..pairs).step_by(CHUNK) {
-            let last = (first + CHUNK).min(pairs);
+        for first in (0..pairs).step_by(PAIR_CHUNK) {
+            let last = (first + PAIR_CHUNK).min(pairs);
             for block in 0..blocks {
                 for column in (0..outputs).step_by(4 * COLUMNS) {
-                    let sums = out[block * ROWS * outputs + column..].as_mut_ptr();
+                    let sums = out[block * TILE_ROWS * outputs + column..].as_mut_ptr();
                     // SAFETY: four tiles of 16 rows × 16 floats, `outputs` apart, inside the
                     // block's rows of `out` (column + 64 <= outputs).
-                    unsafe {
-                        asm!(
-                            "tileloadd tmm0, [{c} + {row}*1]",
-                            "tileloadd tmm1, [{c} + {row}*1 + 64]",
-                            "tileloadd tmm2, [{c} + {row}*1 + 128]",
-                            "tileloadd tmm3, [{c} + {row}*1 + 192]",
-                            c = in(reg) sums,
-                            row = in(reg) w_row,
-                            options(nostack),
-                        );
-                    }
+                    unsafe { tiles::load_sums(sums, w_row) };
                     for pair in (first..last).step_by(PAIRS) {
-                        let x = a[block * ROWS * pairs + pair..].as_ptr();
+                        let x = a[block * TILE_ROWS * pairs + pair..].as_ptr();
                         let ws = w.words[pair * outputs + column..].as_ptr();
                         // SAFETY: the input tile reads 16 rows of 16 words, `pairs` apart, inside
                         // the block's rows of `a` (pair + 16 <= pairs); each weight tile 16 rows
                         // of 16 words, `outputs` apart, inside `w` (pair + 16 <= pairs,
                         // column + 64 <= outputs).
-                        unsafe {
-                            asm!(
-                                "tileloadd tmm4, [{x} + {a_row}*1]",
-                                "tileloadd tmm5, [{w} + {w_row}*1]",
-                                "tdpbf16ps tmm0, tmm4, tmm5",
-                                "tileloadd tmm6, [{w} + {w_row}*1 + 64]",
-                                "tdpbf16ps tmm1, tmm4, tmm6",
-                                "tileloadd tmm7, [{w} + {w_row}*1 + 128]",
-                                "tdpbf16ps tmm2, tmm4, tmm7",
-                                "tileloadd tmm5, [{w} + {w_row}*1 + 192]",
-                                "tdpbf16ps tmm3, tmm4, tmm5",
-                                x = in(reg) x,
-                                w = in(reg) ws,
-                                a_row = in(reg) a_row,
-                                w_row = in(reg) w_row,
-                                options(nostack),
-                            );
-                        }
+                        unsafe { tiles::multiply(x, a_row, ws, w_row) };
                     }
                     // SAFETY: as the loads above.
-                    unsafe {
-                        asm!(
-                            "tilestored [{c} + {row}*1], tmm0",
-                            "tilestored [{c} + {row}*1 + 64], tmm1",
-                            "tilestored [{c} + {row}*1 + 128], tmm2",
-                            "tilestored [{c} + {row}*1 + 192], tmm3",
-                            c = in(reg) sums,
-                            row = in(reg) w_row,
-                            options(nostack),
-                        );
-                    }
+                    unsafe { tiles::store_sums(sums, w_row) };
                 }
             }
         }
     };
     // SAFETY: the caller guarantees AMX.
     unsafe { DENSE_TILES.with(work) };
+}
+
+/// The three tile steps of [`products`], with [`DENSE_TILES`] configured: sums in tiles 0-3
+/// (four 16 × 16 blocks of f32 side by side), inputs in tile 4, weights in tiles 5-7.
+#[cfg(target_arch = "x86_64")]
+mod tiles {
+    use std::arch::asm;
+
+    /// Loads the four sum tiles from `sums`, rows `row` bytes apart.
+    ///
+    /// # Safety
+    /// AMX configured as [`super::DENSE_TILES`]; 16 rows of 256 bytes readable at `sums`.
+    #[inline(always)]
+    pub(super) unsafe fn load_sums(sums: *const f32, row: usize) {
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            asm!(
+                "tileloadd tmm0, [{c} + {row}*1]",
+                "tileloadd tmm1, [{c} + {row}*1 + 64]",
+                "tileloadd tmm2, [{c} + {row}*1 + 128]",
+                "tileloadd tmm3, [{c} + {row}*1 + 192]",
+                c = in(reg) sums,
+                row = in(reg) row,
+                options(nostack),
+            );
+        }
+    }
+
+    /// Adds one input tile (16 rows of 16 bf16 pairs at `x`, `x_row` bytes apart) times four
+    /// weight tiles (16 pairs × 64 outputs at `w`, `w_row` bytes apart) into the sums.
+    ///
+    /// # Safety
+    /// AMX configured as [`super::DENSE_TILES`]; both regions readable.
+    #[inline(always)]
+    pub(super) unsafe fn multiply(x: *const u32, x_row: usize, w: *const u32, w_row: usize) {
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            asm!(
+                "tileloadd tmm4, [{x} + {a_row}*1]",
+                "tileloadd tmm5, [{w} + {w_row}*1]",
+                "tdpbf16ps tmm0, tmm4, tmm5",
+                "tileloadd tmm6, [{w} + {w_row}*1 + 64]",
+                "tdpbf16ps tmm1, tmm4, tmm6",
+                "tileloadd tmm7, [{w} + {w_row}*1 + 128]",
+                "tdpbf16ps tmm2, tmm4, tmm7",
+                "tileloadd tmm5, [{w} + {w_row}*1 + 192]",
+                "tdpbf16ps tmm3, tmm4, tmm5",
+                x = in(reg) x,
+                w = in(reg) w,
+                a_row = in(reg) x_row,
+                w_row = in(reg) w_row,
+                options(nostack),
+            );
+        }
+    }
+
+    /// Stores the four sum tiles to `sums`, rows `row` bytes apart.
+    ///
+    /// # Safety
+    /// AMX configured as [`super::DENSE_TILES`]; 16 rows of 256 bytes writable at `sums`.
+    #[inline(always)]
+    pub(super) unsafe fn store_sums(sums: *mut f32, row: usize) {
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            asm!(
+                "tilestored [{c} + {row}*1], tmm0",
+                "tilestored [{c} + {row}*1 + 64], tmm1",
+                "tilestored [{c} + {row}*1 + 128], tmm2",
+                "tilestored [{c} + {row}*1 + 192], tmm3",
+                c = in(reg) sums,
+                row = in(reg) row,
+                options(nostack),
+            );
+        }
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -220,7 +257,7 @@ mod tests {
             return;
         }
         // 37 rows: two whole blocks of 16 and a partial one; inputs span three chunks.
-        let (rows, inputs, outputs) = (37, 2 * CHUNK * 2 + 64, 128);
+        let (rows, inputs, outputs) = (37, 2 * PAIR_CHUNK * 2 + 64, 128);
         let x = random(rows * inputs, (-1.0, 1.0), 4);
         let w = random(inputs * outputs, (-0.1, 0.1), 5);
         let b = random(outputs, (-0.5, 0.5), 6);

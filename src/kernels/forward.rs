@@ -128,63 +128,77 @@ impl<'a> Net<'a> {
 
     /// The forward pass with `dropout`; `trace` keeps what the backward pass needs.
     pub(super) fn run(&self, pixels: &[f32], dropout: Dropout, trace: bool) -> Pass {
-        let n = pixels.len() / PIXELS;
-        let p = self.params;
+        let mut laps = Laps::start();
+        let (features, trace) = self.convolutions(pixels, dropout, trace);
+        laps.lap("forward: convolutions, pooling, dropout");
+        let (hidden, logits) = self.dense_layers(&features, dropout);
+        laps.lap("forward: dense layers");
+        Pass {
+            features,
+            hidden,
+            logits,
+            trace,
+        }
+    }
+
+    /// Convolutions, pooling and the first dropout: the pooled features [n × 9216], in
+    /// burn's order, and with `trace` which of each 2x2 window won. Parallel over groups of
+    /// [`GROUP`] images.
+    fn convolutions(
+        &self,
+        pixels: &[f32],
+        dropout: Dropout,
+        trace: bool,
+    ) -> (Buffer, Option<Trace>) {
+        let (n, p) = (pixels.len() / PIXELS, self.params);
         // Every value of this is written below.
         let mut pooled = reuse(n * FEATURES);
-        // Convolutions and the first dropout, for the group-th group of images.
-        let conv = |group: usize, images: &[f32], out: &mut [f32], winner| {
-            let conv1 = (self.w1.as_slice(), p.conv1.bias.as_slice());
-            let conv2 = (self.u2.as_ref(), p.conv2.bias.as_slice());
-            features(images, conv1, conv2, out, winner);
-            dropout.apply(Layer::Pooled, group * GROUP * FEATURES, out);
+        let mut winner = trace.then(|| vec![0u8; n * FEATURES]);
+        let winners: Vec<Option<&mut [u8]>> = match winner.as_mut() {
+            Some(w) => w.chunks_mut(GROUP * FEATURES).map(Some).collect(),
+            None => (0..n.div_ceil(GROUP)).map(|_| None).collect(),
         };
-        let mut laps = Laps::start();
-        let images = pixels.par_chunks(GROUP * PIXELS);
-        let outputs = pooled.par_chunks_mut(GROUP * FEATURES);
-        let trace = if trace {
-            let mut winner = vec![0u8; n * FEATURES];
-            images
-                .zip(outputs)
-                .zip(winner.par_chunks_mut(GROUP * FEATURES))
-                .enumerate()
-                .for_each(|(group, ((images, out), winner))| {
-                    conv(group, images, out, Some(winner))
-                });
-            Some(Trace { winner })
-        } else {
-            images
-                .zip(outputs)
-                .enumerate()
-                .for_each(|(group, (images, out))| conv(group, images, out, None));
-            None
-        };
-        laps.lap("forward: convolutions, pooling, dropout");
-        // Dense + ReLU, dropout, dense.
-        let threads = rayon::current_num_threads();
-        let (d1, d2) = (&p.dense1, &p.dense2);
+        let conv1 = (self.w1.as_slice(), p.conv1.bias.as_slice());
+        let conv2 = (self.u2.as_ref(), p.conv2.bias.as_slice());
+        pixels
+            .par_chunks(GROUP * PIXELS)
+            .zip(pooled.par_chunks_mut(GROUP * FEATURES))
+            .zip(winners)
+            .enumerate()
+            .for_each(|(group, ((images, out), winner))| {
+                features(images, conv1, conv2, out, winner);
+                dropout.apply(Layer::Pooled, group * GROUP * FEATURES, out);
+            });
+        (pooled, winner.map(|winner| Trace { winner }))
+    }
+
+    /// Dense + ReLU, dropout, dense: the hidden layer [n × 128] after its dropout, and the
+    /// logits [n × 10].
+    fn dense_layers(&self, features: &[f32], dropout: Dropout) -> (Vec<f32>, Vec<f32>) {
+        let n = features.len() / FEATURES;
+        let (d1, d2) = (&self.params.dense1, &self.params.dense2);
         let mut hidden = match self.dense1 {
-            Some(w) => amx::dense(&pooled, w, &d1.bias, true),
+            Some(w) => amx::dense(features, w, &d1.bias, true),
             // ReLU, the max-pool and dropout leave most features at zero (about half of them
             // without dropout), and a walk over the others gives the GEMM's bytes in less
             // time where that pays.
             None if walks(dropout) => {
                 let mut out = vec![0.0f32; n * HIDDEN];
-                sparse::forward(&pooled, &d1.weight, &mut out);
+                sparse::forward(features, &d1.weight, &mut out);
                 bias_relu(&mut out, &d1.bias, true);
                 out
             }
-            None => dense(&pooled, &d1.weight, &d1.bias, true, threads),
+            None => dense(
+                features,
+                &d1.weight,
+                &d1.bias,
+                true,
+                rayon::current_num_threads(),
+            ),
         };
         dropout.apply(Layer::Hidden, 0, &mut hidden);
         let logits = dense(&hidden, &d2.weight, &d2.bias, false, 1);
-        laps.lap("forward: dense layers");
-        Pass {
-            features: pooled,
-            hidden,
-            logits,
-            trace,
-        }
+        (hidden, logits)
     }
 }
 

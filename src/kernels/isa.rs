@@ -40,6 +40,11 @@ macro_rules! simd_fn {
 }
 pub(crate) use simd_fn;
 
+/// f32 values in an AVX2 register.
+pub const AVX2_F32S: usize = 8;
+/// f32 values in an AVX-512 register.
+pub const AVX512_F32S: usize = 16;
+
 /// The vector instruction sets our loops are compiled for, in order.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub enum Level {

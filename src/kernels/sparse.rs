@@ -23,14 +23,14 @@ use crate::network::HIDDEN;
 
 /// Features per block of the input gradient: the block's weights, transposed, take 32 KB, an
 /// L1 cache's worth, and its sums 8 of AVX2's 16 registers (4 of AVX-512's).
-const COLUMNS: usize = 64;
+const BLOCK_FEATURES: usize = 64;
 /// Features per task of the weight gradient: each image's 64 of them, copied side by side (32
 /// KB for a batch of 128), stay in L1 while every hidden unit reads them.
-const ROWS: usize = 64;
+const TASK_FEATURES: usize = 64;
 /// Hidden units of the weight gradient summed before their sums are transposed.
 const UNITS: usize = 16;
 /// Outputs the forward walk sums at a time in registers without AVX-512 (8 of AVX2's 16
-/// registers, as [`COLUMNS`]).
+/// registers, as [`BLOCK_FEATURES`]).
 const HALF: usize = HIDDEN / 2;
 
 /// Whether the training step's products walk their nonzero terms here rather than run as
@@ -51,24 +51,27 @@ pub(super) fn input_gradient(dh: &[f32], w: &[f32], out: &mut [f32]) {
     let live: Vec<Vec<Term>> = dh.chunks(HIDDEN).map(nonzero).collect();
     // A range of blocks a thread, for every image: each block's weights are read and
     // transposed once, where a task of images had to do it for every block.
-    let blocks = FEATURES / COLUMNS;
+    let blocks = FEATURES / BLOCK_FEATURES;
     let per = blocks.div_ceil(rayon::current_num_threads().clamp(1, blocks));
     let mut parts: Vec<Vec<&mut [f32]>> = (0..blocks.div_ceil(per)).map(|_| Vec::new()).collect();
     for mut row in out.chunks_exact_mut(FEATURES) {
         for part in &mut parts {
-            let (head, rest) = row.split_at_mut((per * COLUMNS).min(row.len()));
+            let (head, rest) = row.split_at_mut((per * BLOCK_FEATURES).min(row.len()));
             part.push(head);
             row = rest;
         }
     }
     parts.into_par_iter().enumerate().for_each(|(p, mut rows)| {
-        // One block of COLUMNS features at a time, transposed to [128][COLUMNS] into L1, so
+        // One block of BLOCK_FEATURES features at a time, transposed to [128][BLOCK_FEATURES] into L1, so
         // that a hidden unit's weights for the block are contiguous vectors.
-        let mut wt = reuse(COLUMNS * HIDDEN);
+        let mut wt = reuse(BLOCK_FEATURES * HIDDEN);
         let first = p * per;
         for b in first..(first + per).min(blocks) {
-            transpose_block(&w[b * COLUMNS * HIDDEN..][..COLUMNS * HIDDEN], &mut wt);
-            input_gradient_block(&live, &wt, (b - first) * COLUMNS, &mut rows);
+            transpose_block(
+                &w[b * BLOCK_FEATURES * HIDDEN..][..BLOCK_FEATURES * HIDDEN],
+                &mut wt,
+            );
+            input_gradient_block(&live, &wt, (b - first) * BLOCK_FEATURES, &mut rows);
         }
         spare(wt);
     });
@@ -90,9 +93,9 @@ pub(super) fn weight_gradient(features: &[f32], dh: &[f32], dw: &mut [f32]) {
     let live: Vec<Vec<Term>> = (0..HIDDEN)
         .map(|o| nonzero(&dh[o..].iter().step_by(HIDDEN).copied().collect::<Vec<_>>()))
         .collect();
-    dw.par_chunks_mut(ROWS * HIDDEN)
+    dw.par_chunks_mut(TASK_FEATURES * HIDDEN)
         .enumerate()
-        .for_each(|(task, dw)| weight_gradient_task(features, &live, task * ROWS, dw));
+        .for_each(|(task, dw)| weight_gradient_task(features, &live, task * TASK_FEATURES, dw));
 }
 
 /// Features per block of the forward product: the GEMM's `kc` for this layer's shapes (the
@@ -215,12 +218,12 @@ impl Terms {
 #[target_feature(enable = "avx512f")]
 #[inline]
 unsafe fn compress_avx512(row: &[f32; SUB], x: &mut [f32; SUB], at: &mut [u8; SUB]) -> usize {
+    use super::isa::AVX512_F32S;
     use std::arch::x86_64::*;
-    const LANES: usize = 16;
     let zero = _mm512_setzero_ps();
     let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     let mut count = 0;
-    for (k, values) in row.chunks_exact(LANES).enumerate() {
+    for (k, values) in row.chunks_exact(AVX512_F32S).enumerate() {
         // SAFETY: 16 values; the stores start at `count` ≤ 16 k, so they end by SUB. Each
         // writes 16 lanes, the compressed ones first and zeros after, which the next chunk's
         // stores overwrite from its own count on.
@@ -228,7 +231,7 @@ unsafe fn compress_avx512(row: &[f32; SUB], x: &mut [f32; SUB], at: &mut [u8; SU
             let v = _mm512_loadu_ps(values.as_ptr());
             // Unordered: NaN counts as not zero, as `!=` has it.
             let live = _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(v, zero);
-            let positions = _mm512_add_epi32(lanes, _mm512_set1_epi32((k * LANES) as i32));
+            let positions = _mm512_add_epi32(lanes, _mm512_set1_epi32((k * AVX512_F32S) as i32));
             _mm512_storeu_ps(x.as_mut_ptr().add(count), _mm512_maskz_compress_ps(live, v));
             let positions = _mm512_maskz_compress_epi32(live, positions);
             _mm_storeu_si128(
@@ -337,65 +340,65 @@ fn nonzero(row: &[f32]) -> Vec<Term> {
         .collect()
 }
 
-/// `w` [COLUMNS × 128] into `t` [128 × COLUMNS].
+/// `w` [BLOCK_FEATURES × 128] into `t` [128 × BLOCK_FEATURES].
 fn transpose_block(w: &[f32], t: &mut [f32]) {
-    assert!(w.len() == COLUMNS * HIDDEN && t.len() == COLUMNS * HIDDEN);
+    assert!(w.len() == BLOCK_FEATURES * HIDDEN && t.len() == BLOCK_FEATURES * HIDDEN);
     let shape = Shape {
-        rows: COLUMNS,
+        rows: BLOCK_FEATURES,
         cols: HIDDEN,
         from: HIDDEN,
-        to: COLUMNS,
+        to: BLOCK_FEATURES,
     };
     transpose(w, t, shape);
 }
 
 simd_fn! {
     /// [`input_gradient`] for every image (`live`: each one's nonzero terms of `dh`), the
-    /// COLUMNS features from `first` of each of its `out` rows; `wt` their weights,
+    /// BLOCK_FEATURES features from `first` of each of its `out` rows; `wt` their weights,
     /// transposed.
     fn input_gradient_block(live: &[Vec<Term>], wt: &[f32], first: usize, out: &mut [&mut [f32]]) {
         for (terms, out) in live.iter().zip(out) {
-            let mut sum = [0.0f32; COLUMNS];
+            let mut sum = [0.0f32; BLOCK_FEATURES];
             for t in terms {
-                axpy(t.factor, &wt[t.at as usize * COLUMNS..][..COLUMNS], &mut sum);
+                axpy(t.factor, &wt[t.at as usize * BLOCK_FEATURES..][..BLOCK_FEATURES], &mut sum);
             }
-            out[first..][..COLUMNS].copy_from_slice(&sum);
+            out[first..][..BLOCK_FEATURES].copy_from_slice(&sum);
         }
     }
 }
 
 simd_fn! {
-    /// [`weight_gradient`] for the ROWS features from `first`: each hidden unit sums the rows
+    /// [`weight_gradient`] for the TASK_FEATURES features from `first`: each hidden unit sums the rows
     /// of those features of the images where its gradient is not zero (`live`, from
     /// [`weight_gradient`]), UNITS units at a time, then their sums are transposed into the
     /// gradient's rows.
     fn weight_gradient_task(features: &[f32], live: &[Vec<Term>], first: usize, dw: &mut [f32]) {
-        let mut sums = [0.0f32; UNITS * ROWS];
+        let mut sums = [0.0f32; UNITS * TASK_FEATURES];
         let n = features.len() / FEATURES;
         // The images' rows are 36,864 bytes apart, 9 x 4 KB: read in place, all of them fall
         // in the same four of L1's 64 sets, of which only 12 lines a set fit, and the walk
         // waited on L2 for most of its loads.
-        let mut block = reuse(n * ROWS);
-        for (b, x) in block.chunks_exact_mut(ROWS).zip(features.chunks_exact(FEATURES)) {
-            b.copy_from_slice(&x[first..][..ROWS]);
+        let mut block = reuse(n * TASK_FEATURES);
+        for (b, x) in block.chunks_exact_mut(TASK_FEATURES).zip(features.chunks_exact(FEATURES)) {
+            b.copy_from_slice(&x[first..][..TASK_FEATURES]);
         }
         for (g, lists) in live.chunks_exact(UNITS).enumerate() {
             // Four units' chains at once with AVX-512 (16 of its 32 registers), so that
             // each multiply-add need not wait on its chain's last; one unit's (8 of AVX2's
             // 16) otherwise.
             if isa::wide::<S>() {
-                for (lists, sums) in lists.chunks_exact(4).zip(sums.chunks_exact_mut(4 * ROWS)) {
+                for (lists, sums) in lists.chunks_exact(4).zip(sums.chunks_exact_mut(4 * TASK_FEATURES)) {
                     unit_sums::<4>(&block, lists, sums);
                 }
             } else {
-                for (lists, sums) in lists.chunks_exact(1).zip(sums.chunks_exact_mut(ROWS)) {
+                for (lists, sums) in lists.chunks_exact(1).zip(sums.chunks_exact_mut(TASK_FEATURES)) {
                     unit_sums::<1>(&block, lists, sums);
                 }
             }
             let shape = Shape {
                 rows: UNITS,
-                cols: ROWS,
-                from: ROWS,
+                cols: TASK_FEATURES,
+                from: TASK_FEATURES,
                 to: HIDDEN,
             };
             transpose(&sums, &mut dw[g * UNITS..], shape);
@@ -404,25 +407,33 @@ simd_fn! {
     }
 }
 
-/// The sums over `P` units' listed images of their rows in `block` ([n × ROWS]), into `sums`
-/// ([P × ROWS]): the units walk their lists side by side as far as the shortest goes, then
+/// The sums over `P` units' listed images of their rows in `block` ([n × TASK_FEATURES]), into `sums`
+/// ([P × TASK_FEATURES]): the units walk their lists side by side as far as the shortest goes, then
 /// each finishes its own; each sum is one chain in image order either way.
 #[inline(always)]
 fn unit_sums<const P: usize>(block: &[f32], lists: &[Vec<Term>], sums: &mut [f32]) {
-    let mut sum = [[0.0f32; ROWS]; P];
+    let mut sum = [[0.0f32; TASK_FEATURES]; P];
     let common = lists.iter().map(Vec::len).min().unwrap_or(0);
     for k in 0..common {
         for (sum, terms) in sum.iter_mut().zip(lists) {
             let t = terms[k];
-            axpy(t.factor, array::<ROWS>(block, t.at as usize * ROWS), sum);
+            axpy(
+                t.factor,
+                array::<TASK_FEATURES>(block, t.at as usize * TASK_FEATURES),
+                sum,
+            );
         }
     }
     for (sum, terms) in sum.iter_mut().zip(lists) {
         for t in &terms[common..] {
-            axpy(t.factor, array::<ROWS>(block, t.at as usize * ROWS), sum);
+            axpy(
+                t.factor,
+                array::<TASK_FEATURES>(block, t.at as usize * TASK_FEATURES),
+                sum,
+            );
         }
     }
-    for (out, sum) in sums.chunks_exact_mut(ROWS).zip(&sum) {
+    for (out, sum) in sums.chunks_exact_mut(TASK_FEATURES).zip(&sum) {
         out.copy_from_slice(sum);
     }
 }

@@ -73,9 +73,9 @@ pub fn step_into(
     let dense = dense_backward(w, &pass, &dlogits, dropout, &mut grads.dense1.weight);
     laps.lap("loss, dense layers' backward pass");
     let trace = pass.trace.as_ref().expect("a traced pass");
-    let mut conv = conv_backward(&net, pixels, (&pass, trace), &dense.features, dropout);
+    let mut conv = conv_backward(&net, pixels, (&pass, trace), &dense.dfeatures, dropout);
     laps = Laps::start();
-    spare(dense.features);
+    spare(dense.dfeatures);
     spare(pass.features);
     let (w1, b1, w2, b2) = split_partial(&mut conv);
     grads.conv1 = Weights {
@@ -93,7 +93,9 @@ pub fn step_into(
 }
 
 /// The batch's mean softmax cross-entropy, how many rows' largest logit is the label, and the
-/// mean loss's gradient with respect to the logits.
+/// mean loss's gradient with respect to the logits. The reference:
+/// `reference::softmax_cross_entropy` (which this computes through `metrics`' softmax, as
+/// evaluation reports the loss).
 fn cross_entropy(logits: &[f32], labels: &[u8]) -> (f64, usize, Vec<f32>) {
     let n = labels.len();
     let mut loss = 0f64;
@@ -121,10 +123,11 @@ struct DenseGrads {
     dense1_bias: Vec<f32>,
     dense2: Weights,
     /// The gradient with respect to the pooled features after dropout, [n × 9216].
-    features: Buffer,
+    dfeatures: Buffer,
 }
 
-/// The dense layers' backward pass, from the logits' gradient.
+/// The dense layers' backward pass, from the logits' gradient. The reference:
+/// `reference::{dense_backward, relu_backward, dropout_backward}`.
 fn dense_backward(
     w: &Params,
     forward: &Pass,
@@ -132,64 +135,71 @@ fn dense_backward(
     dropout: Dropout,
     dw3: &mut [f32],
 ) -> DenseGrads {
+    let (dense2, dh) = dense2_backward(w, forward, dlogits, dropout);
+    let dfeatures = dense1_backward(w, forward, &dh, dw3);
+    DenseGrads {
+        dense1_bias: column_sums(&dh, HIDDEN),
+        dense2,
+        dfeatures,
+    }
+}
+
+/// The second dense layer's gradients, and the gradient `dh` [n × 128] it passes back through
+/// dropout and ReLU to the hidden layer's sums.
+fn dense2_backward(
+    w: &Params,
+    forward: &Pass,
+    dlogits: &[f32],
+    dropout: Dropout,
+) -> (Weights, Vec<f32>) {
     let n = dlogits.len() / NUM_CLASSES;
     let mut dw4 = vec![0.0f32; HIDDEN * NUM_CLASSES];
     let dims = (HIDDEN, n, NUM_CLASSES);
-    matmul_stored(
-        &mut dw4,
-        transposed(&forward.hidden),
-        as_is(dlogits),
-        dims,
-        false,
-        1,
-    );
+    let hidden = transposed(&forward.hidden);
+    matmul_stored(&mut dw4, hidden, as_is(dlogits), dims, false, 1);
     let db4 = column_sums(dlogits, NUM_CLASSES);
     let mut dh = vec![0.0f32; n * HIDDEN];
     let dims = (n, NUM_CLASSES, HIDDEN);
-    matmul_stored(
-        &mut dh,
-        as_is(dlogits),
-        transposed(&w.dense2.weight),
-        dims,
-        false,
-        1,
-    );
+    let weights = transposed(&w.dense2.weight);
+    matmul_stored(&mut dh, as_is(dlogits), weights, dims, false, 1);
     // Through dropout and ReLU: a unit that is zero after both passed no gradient.
     let scale = dropout.scale(Layer::Hidden);
     for (d, &h) in dh.iter_mut().zip(&forward.hidden) {
         *d = if h > 0.0 { *d * scale } else { 0.0 };
     }
-    // The first dense layer's two big products, skipping the zeros ReLU and dropout left
-    // where that pays, else as GEMMs: the same bytes either way.
+    let dense2 = Weights {
+        weight: dw4,
+        bias: db4,
+    };
+    (dense2, dh)
+}
+
+/// The first dense layer's two big products from `dh`: its weight gradient into `dw3`, and
+/// the features' gradient, returned. They skip the zeros ReLU and dropout left where that
+/// pays, else run as GEMMs: the same bytes either way.
+fn dense1_backward(w: &Params, forward: &Pass, dh: &[f32], dw3: &mut [f32]) -> Buffer {
+    let n = dh.len() / HIDDEN;
     // Written in full by its product.
     let mut dfeatures = reuse(n * FEATURES);
     if sparse::pays() {
-        sparse::weight_gradient(&forward.features, &dh, dw3);
-        sparse::input_gradient(&dh, &w.dense1.weight, &mut dfeatures);
+        sparse::weight_gradient(&forward.features, dh, dw3);
+        sparse::input_gradient(dh, &w.dense1.weight, &mut dfeatures);
     } else {
         // Independent and of equal size: one per thread, rather than each split across both.
         rayon::join(
             || {
                 let dims = (FEATURES, n, HIDDEN);
                 let features = transposed(&forward.features);
-                matmul_stored(dw3, features, as_is(&dh), dims, false, 1);
+                matmul_stored(dw3, features, as_is(dh), dims, false, 1);
             },
             || {
                 let dims = (n, HIDDEN, FEATURES);
                 let weights = transposed(&w.dense1.weight);
-                matmul_stored(&mut dfeatures, as_is(&dh), weights, dims, false, 1);
+                matmul_stored(&mut dfeatures, as_is(dh), weights, dims, false, 1);
             },
         );
     }
-    let db3 = column_sums(&dh, HIDDEN);
-    DenseGrads {
-        dense1_bias: db3,
-        dense2: Weights {
-            weight: dw4,
-            bias: db4,
-        },
-        features: dfeatures,
-    }
+    dfeatures
 }
 
 /// The convolutions' gradients, per group of images; the groups' partial sums are kept apart
@@ -248,14 +258,14 @@ fn split_partial(p: &mut [f32]) -> (&mut [f32], &mut [f32], &mut [f32], &mut [f3
 /// ~0.4 ms of each step).
 fn sum_partials(partials: &[f32]) -> Vec<f32> {
     /// Values a task adds.
-    const CHUNK: usize = 1024;
+    const TASK_VALUES: usize = 1024;
     let mut total = vec![0.0f32; PARTIAL];
     total
-        .par_chunks_mut(CHUNK)
+        .par_chunks_mut(TASK_VALUES)
         .enumerate()
         .for_each(|(k, sums)| {
             for p in partials.chunks_exact(PARTIAL) {
-                let part = &p[k * CHUNK..][..sums.len()];
+                let part = &p[k * TASK_VALUES..][..sums.len()];
                 sums.iter_mut().zip(part).for_each(|(a, b)| *a += b);
             }
         });
@@ -346,12 +356,19 @@ simd_fn! {
         #[cfg(target_arch = "x86_64")]
         if isa::vectors::<S>() {
             // SAFETY: pulp picks 8- or 16-lane f32 vectors on x86-64 only with AVX2 or more.
-            unsafe { live.list_avx2(pooled, db2) }
+            unsafe {
+                live.list_avx2(pooled);
+                live.bias_gradient_avx2(db2);
+            }
         } else {
-            live.list(pooled, db2);
+            live.list(pooled);
+            live.bias_gradient(db2);
         }
         #[cfg(not(target_arch = "x86_64"))]
-        live.list(pooled, db2);
+        {
+            live.list(pooled);
+            live.bias_gradient(db2);
+        }
         // A band of pooled rows at a time, every channel walking it: the band's windows
         // (6 map rows: 20 KB of `a1` and 20 KB of `dz1`) stay in L1 while 64 channels
         // read and add into them, rather than each channel streaming both whole maps.
@@ -418,15 +435,11 @@ static PACK: [[u32; 8]; 256] = {
 impl LiveCells {
     /// Lists them in one pass over the pooled values in their stored order (channel, row):
     /// read band by band for every channel, as the walk goes, the three arrays are read 576
-    /// bytes apart and the loads wait on memory. Adds each channel's cell gradients, in band
-    /// order, into conv2's bias gradient `db2`.
+    /// bytes apart and the loads wait on memory.
     #[inline(always)]
-    fn list(&mut self, pooled: Pooled<'_>, db2: &mut [f32]) {
+    fn list(&mut self, pooled: Pooled<'_>) {
         let live = self;
-        for (c, db) in db2.iter_mut().enumerate() {
-            // The bias gradient's running sum in a register: added into memory per cell,
-            // each add waited on the last one's store.
-            let mut bias = *db;
+        for c in 0..C2 {
             for band in 0..BANDS {
                 let first = c * SP * SP + band * BAND_CELLS;
                 let grad = &pooled.grad[first..][..BAND_CELLS];
@@ -443,12 +456,24 @@ impl LiveCells {
                 let slots = live.grad[band][c].iter_mut().zip(&mut live.at[band][c]);
                 for ((g_slot, at_slot), &cell) in slots.zip(&which[..count]) {
                     let cell = usize::from(cell);
-                    let g = grad[cell] * pooled.scale;
-                    bias += g;
-                    *g_slot = g;
+                    *g_slot = grad[cell] * pooled.scale;
                     *at_slot = window(band, cell, winner[cell]) as u32;
                 }
                 live.count[band][c] = count as u8;
+            }
+        }
+    }
+
+    /// Adds each channel's listed cell gradients, in band and cell order, into conv2's bias
+    /// gradient `db2`. The reference: `reference::conv_backward`'s bias sum.
+    #[inline(always)]
+    fn bias_gradient(&self, db2: &mut [f32]) {
+        for (c, db) in db2.iter_mut().enumerate() {
+            // The running sum in a register: added into memory per cell, each add would wait
+            // on the last one's store.
+            let mut bias = *db;
+            for band in 0..BANDS {
+                bias = self.cells(band, c).0.iter().fold(bias, |sum, g| sum + g);
             }
             *db = bias;
         }
@@ -463,18 +488,17 @@ impl LiveCells {
     /// The processor must have AVX2.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn list_avx2(&mut self, pooled: Pooled<'_>, db2: &mut [f32]) {
+    unsafe fn list_avx2(&mut self, pooled: Pooled<'_>) {
+        use super::isa::AVX2_F32S;
         use std::arch::x86_64::*;
-        const LANES: usize = 8;
         let live = self;
         assert!(
             pooled.grad.len() >= FEATURES
                 && pooled.features.len() >= FEATURES
                 && pooled.winner.len() >= FEATURES
-                && db2.len() >= C2
         );
-        let base: [[u32; LANES]; BAND_CELLS / LANES] = std::array::from_fn(|part| {
-            std::array::from_fn(|i| window(0, part * LANES + i, 0) as u32)
+        let base: [[u32; AVX2_F32S]; BAND_CELLS / AVX2_F32S] = std::array::from_fn(|part| {
+            std::array::from_fn(|i| window(0, part * AVX2_F32S + i, 0) as u32)
         });
         let base = base.map(|b| {
             // SAFETY: 8 words.
@@ -493,7 +517,7 @@ impl LiveCells {
                 let band_start = _mm256_set1_epi32(window(band, 0, 0) as i32);
                 let mut count = 0;
                 for (part, base) in base.iter().enumerate() {
-                    let at = first + part * LANES;
+                    let at = first + part * AVX2_F32S;
                     // SAFETY: 8 cells of this band (the assertion above), and 8 slots from
                     // `count`, at most 8 a part before this one: inside the list's 24.
                     unsafe {
@@ -522,23 +546,39 @@ impl LiveCells {
                 live.count[band][c] = count as u8;
             }
         }
-        // The bias gradient: each channel's cells added in band and cell order, as `list`
-        // adds them, eight channels' sums in lanes; a lane past its channel's count adds -0,
-        // which leaves every sum as it was. One channel's chain at a time, each add waited on
-        // the last: ~0.25 ms of a step.
+    }
+
+    /// [`LiveCells::bias_gradient`] with AVX2, the same sums in the same order: eight
+    /// channels' sums in lanes; a lane past its channel's count adds -0, which leaves every
+    /// sum as it was. One channel's chain at a time, each add waited on the last, took ~0.25
+    /// ms of a step.
+    ///
+    /// # Safety
+    /// The processor must have AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn bias_gradient_avx2(&self, db2: &mut [f32]) {
+        use super::isa::AVX2_F32S;
+        use std::arch::x86_64::*;
+        let live = self;
+        assert!(db2.len() >= C2);
         let nothing = _mm256_set1_ps(-0.0);
         let lists = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         let lists = _mm256_mullo_epi32(lists, _mm256_set1_epi32(BAND_CELLS as i32));
-        for (first, db) in (0..C2).step_by(LANES).zip(db2.chunks_exact_mut(LANES)) {
+        for (first, db) in (0..C2)
+            .step_by(AVX2_F32S)
+            .zip(db2.chunks_exact_mut(AVX2_F32S))
+        {
             // SAFETY: 8 of the `C2` sums.
             let mut bias = unsafe { _mm256_loadu_ps(db.as_ptr()) };
             for band in 0..BANDS {
-                let counts: [u8; LANES] = live.count[band][first..][..LANES].try_into().unwrap();
+                let counts: [u8; AVX2_F32S] =
+                    live.count[band][first..][..AVX2_F32S].try_into().unwrap();
                 let most = counts.iter().copied().max().unwrap_or(0);
                 // SAFETY: 8 counts.
                 let counts =
                     unsafe { _mm256_cvtepu8_epi32(_mm_loadl_epi64(counts.as_ptr().cast())) };
-                let grads = live.grad[band][first..][..LANES].as_ptr().cast::<f32>();
+                let grads = live.grad[band][first..][..AVX2_F32S].as_ptr().cast::<f32>();
                 for k in 0..usize::from(most) {
                     let listed = _mm256_cmpgt_epi32(counts, _mm256_set1_epi32(k as i32));
                     // SAFETY: lane j reads cell k of channel first + j's list in this band,
@@ -827,7 +867,7 @@ mod tests {
         assert_close(&got.dense2.bias, &db4, 1e-5, "dense2 bias");
         assert_close(&got_dw3, &dw3, 1e-5, "dense1 weight");
         assert_close(&got.dense1_bias, &db3, 1e-5, "dense1 bias");
-        assert_close(&got.features, &dfeatures, 1e-5, "features' gradient");
+        assert_close(&got.dfeatures, &dfeatures, 1e-5, "features' gradient");
     }
 
     /// Max-pool, dropout, ReLU and conv2 backwards for each image, on the reference's forward
@@ -1006,7 +1046,8 @@ mod tests {
         let mut db = random(C2, (-1.0, 1.0), 18);
         db.iter_mut().step_by(5).for_each(|v| *v = -0.0);
         let (mut scalar, mut db_scalar) = (LiveCells::new(), db.clone());
-        scalar.list(pooled, &mut db_scalar);
+        scalar.list(pooled);
+        scalar.bias_gradient(&mut db_scalar);
         let listed: usize = (0..BANDS)
             .flat_map(|band| (0..C2).map(move |c| (band, c)))
             .map(|(band, c)| scalar.cells(band, c).0.len())
@@ -1014,10 +1055,13 @@ mod tests {
         let live = features.iter().filter(|&&f| f > 0.0).count();
         assert_eq!(listed, live);
         #[cfg(target_arch = "x86_64")]
-        if pulp::x86::V3::try_new().is_some() {
+        if isa::level() >= isa::Level::Avx2 {
             let (mut vector, mut db_vector) = (LiveCells::new(), db.clone());
-            // SAFETY: V3 exists only where the processor has AVX2.
-            unsafe { vector.list_avx2(pooled, &mut db_vector) };
+            // SAFETY: the level says this processor has AVX2.
+            unsafe {
+                vector.list_avx2(pooled);
+                vector.bias_gradient_avx2(&mut db_vector);
+            }
             for (band, c) in (0..BANDS).flat_map(|band| (0..C2).map(move |c| (band, c))) {
                 let (g, at) = scalar.cells(band, c);
                 let (vg, vat) = vector.cells(band, c);

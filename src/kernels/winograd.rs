@@ -27,7 +27,7 @@ const OUT: usize = 4;
 const TILES: usize = 6;
 /// Output channels the output transform and the pooling take at a time: one AVX-512 vector,
 /// so that a tile's values stay in registers.
-const LANES: usize = 16;
+const CHANNEL_BLOCK: usize = 16;
 /// Points of the transformed domain: 6 x 6.
 const POINTS: usize = TILE * TILE;
 /// The transformed inputs of one row of tiles: [point][tile][input channel].
@@ -120,9 +120,12 @@ impl Filters {
         let mut words = vec![0u32; POINTS * C1 / 2 * C2];
         for (at, w) in words.iter_mut().enumerate() {
             // `at` is ((point × 4 + group) × 16 + pair) × 16 + lane.
-            let (lane, pair) = (at % LANES, at / LANES % (C1 / 2));
-            let (group, point) = (at / (LANES * C1 / 2) % (C2 / LANES), at / (C1 / 2 * C2));
-            let u = |c: usize| u[(point * C1 + c) * C2 + group * LANES + lane];
+            let (lane, pair) = (at % CHANNEL_BLOCK, at / CHANNEL_BLOCK % (C1 / 2));
+            let (group, point) = (
+                at / (CHANNEL_BLOCK * C1 / 2) % (C2 / CHANNEL_BLOCK),
+                at / (C1 / 2 * C2),
+            );
+            let u = |c: usize| u[(point * C1 + c) * C2 + group * CHANNEL_BLOCK + lane];
             *w = crate::kernels::bf16::pair(u(2 * pair), u(2 * pair + 1));
         }
         Some(Filters::Bf16 { words, unit })
@@ -186,50 +189,69 @@ fn passes<const ROWS: usize>(
             transform_inputs(a1, first_row + row, (tiles, row * TILES), v);
         }
         let pooling = (b2, &mut *stage, keep.then_some(&mut *won));
-        match u {
-            Filters::F32(u) => {
-                for ((v, m), u) in v
-                    .chunks_exact(TILES * C1)
-                    .zip(m.chunks_exact_mut(TILES * C2))
-                    .zip(u.chunks_exact(C1 * C2))
-                {
-                    // Accumulators for six tiles × `W` output channels stay in registers:
-                    // all 64 channels in AVX-512's 32 registers, 16 at a time in AVX2's 16.
-                    if wide {
-                        products::<64>(v, u, m);
-                    } else {
-                        products::<16>(v, u, m);
-                    }
+        multiply_and_pool(u, v, m, pooling, wide);
+        unstage(stage, won, first_row, pooled, winner.as_deref_mut());
+    }
+}
+
+/// One band's products and pooling: its transformed inputs `v` times the filters `u` into
+/// `m`, then the output transform and pooling of `m` (see [`pool_band`]).
+#[inline(always)]
+fn multiply_and_pool(u: &Filters, v: &[f32], m: &mut [f32], pooling: Pooling<'_>, wide: bool) {
+    match u {
+        Filters::F32(u) => {
+            for ((v, m), u) in v
+                .chunks_exact(TILES * C1)
+                .zip(m.chunks_exact_mut(TILES * C2))
+                .zip(u.chunks_exact(C1 * C2))
+            {
+                // Accumulators for six tiles × `W` output channels stay in registers: all
+                // 64 channels in AVX-512's 32 registers, 16 at a time in AVX2's 16.
+                if wide {
+                    products::<64>(v, u, m);
+                } else {
+                    products::<16>(v, u, m);
                 }
-                pool_band(m, (C2, 0..C2), pooling);
             }
-            Filters::Bf16 { words, unit } => {
-                // The products of 16 output channels (27 KB) stay in L1 until pooled.
-                let packed = bf16::Band::pack(v);
-                let (b2, stage, mut won) = pooling;
-                for first in (0..C2).step_by(LANES) {
-                    bf16::products(*unit, &packed, words, first, m);
-                    let won = won.as_deref_mut();
-                    pool_band(m, (LANES, first..first + LANES), (b2, &mut *stage, won));
-                }
+            pool_band(m, (C2, 0..C2), pooling);
+        }
+        Filters::Bf16 { words, unit } => {
+            // The products of 16 output channels (27 KB) stay in L1 until pooled.
+            let packed = bf16::Band::pack(v);
+            let (b2, stage, mut won) = pooling;
+            for first in (0..C2).step_by(CHANNEL_BLOCK) {
+                bf16::products(*unit, &packed, words, first, m);
+                let won = won.as_deref_mut();
+                let channels = (CHANNEL_BLOCK, first..first + CHANNEL_BLOCK);
+                pool_band(m, channels, (b2, &mut *stage, won));
             }
         }
-        for (row, (stage, won)) in stage.chunks_exact(ROW_POOLED).zip(&*won).enumerate() {
-            // The two pooled rows, channels-last in `stage`, to burn's order: per
-            // channel, 24 consecutive values. Transposed here (in 8 x 8 tiles) rather than
-            // scattered value by value from the pooling, so that the pooling runs on whole
-            // vectors: the scattered stores had cost a fifth of the pass.
-            let rows = (first_row + row) * 2 * SP;
-            let shape = Shape {
-                rows: 2 * SP,
-                cols: C2,
-                from: C2,
-                to: SP * SP,
-            };
-            transpose(&stage[..2 * SP * C2], &mut pooled[rows..], shape);
-            if let Some(w) = winner.as_deref_mut() {
-                transpose_bytes(won, &mut w[rows..], shape);
-            }
+    }
+}
+
+/// A band's pooled rows, channels-last in `stage` (and `won`), to burn's order in `pooled`
+/// (and `winner`): per channel, 24 consecutive values. Transposed here (in 8 x 8 tiles)
+/// rather than scattered value by value from the pooling, so that the pooling runs on whole
+/// vectors: the scattered stores had cost a fifth of the pass.
+#[inline(always)]
+fn unstage(
+    stage: &[f32],
+    won: &[[u8; ROW_POOLED]],
+    first_row: usize,
+    pooled: &mut [f32],
+    mut winner: Option<&mut [u8]>,
+) {
+    for (row, (stage, won)) in stage.chunks_exact(ROW_POOLED).zip(won).enumerate() {
+        let rows = (first_row + row) * 2 * SP;
+        let shape = Shape {
+            rows: 2 * SP,
+            cols: C2,
+            from: C2,
+            to: SP * SP,
+        };
+        transpose(&stage[..2 * SP * C2], &mut pooled[rows..], shape);
+        if let Some(w) = winner.as_deref_mut() {
+            transpose_bytes(won, &mut w[rows..], shape);
         }
     }
 }
@@ -250,7 +272,7 @@ fn pool_band(
     let tiles = stage.len() / ROW_POOLED * TILES;
     for (row, stage) in stage.chunks_exact_mut(ROW_POOLED).enumerate() {
         for tx in 0..TILES {
-            for first in channels.clone().step_by(LANES) {
+            for first in channels.clone().step_by(CHANNEL_BLOCK) {
                 let at = (width, first - channels.start);
                 let y = transform_outputs(m, (tiles, row * TILES + tx), at);
                 let won = won.as_deref_mut().map(|w| &mut w[row]);
@@ -336,7 +358,7 @@ pub(super) mod bf16 {
     #[cfg(target_arch = "x86_64")]
     use std::arch::x86_64::*;
 
-    use super::{BF16_ROWS, C1, C2, LANES, POINTS, ROW_INPUTS, TILES};
+    use super::{BF16_ROWS, C1, C2, CHANNEL_BLOCK, POINTS, ROW_INPUTS, TILES};
 
     /// Tiles per point in a band of [`BF16_ROWS`] rows.
     const BAND: usize = BF16_ROWS * TILES;
@@ -382,8 +404,10 @@ pub(super) mod bf16 {
     /// [16] for the group of 16 output channels from `first` on, sums in f32. Reached only through
     /// [`super::Filters::Bf16`], whose unit was available.
     pub(super) fn products(unit: Unit, band: &Band, u: &[u32], first: usize, m: &mut [f32]) {
-        assert!(u.len() == POINTS * C1 / 2 * C2 && first.is_multiple_of(LANES) && first < C2);
-        assert!(m.len() >= POINTS * BAND * LANES);
+        assert!(
+            u.len() == POINTS * C1 / 2 * C2 && first.is_multiple_of(CHANNEL_BLOCK) && first < C2
+        );
+        assert!(m.len() >= POINTS * BAND * CHANNEL_BLOCK);
         #[cfg(target_arch = "x86_64")]
         match unit {
             // SAFETY: the processor has AVX-512F and AVX512_BF16 (`Unit::available`), and
@@ -404,12 +428,12 @@ pub(super) mod bf16 {
         let points = band
             .0
             .chunks_exact(BAND)
-            .zip(m.chunks_exact_mut(BAND * LANES));
+            .zip(m.chunks_exact_mut(BAND * CHANNEL_BLOCK));
         for (point, (pairs, m)) in points.enumerate() {
-            let u = &u[point * C1 / 2 * C2 + first * C1 / 2..][..C1 / 2 * LANES];
+            let u = &u[point * C1 / 2 * C2 + first * C1 / 2..][..C1 / 2 * CHANNEL_BLOCK];
             let mut acc = [_mm512_setzero_ps(); BAND];
             for pair in 0..C1 / 2 {
-                let w = &u[pair * LANES..][..LANES];
+                let w = &u[pair * CHANNEL_BLOCK..][..CHANNEL_BLOCK];
                 // SAFETY: 16 words of `u`.
                 let w = bf16s(unsafe { _mm512_loadu_si512(w.as_ptr().cast()) });
                 for (a, pairs) in acc.iter_mut().zip(pairs) {
@@ -417,7 +441,7 @@ pub(super) mod bf16 {
                     *a = _mm512_dpbf16_ps(*a, x, w);
                 }
             }
-            for (a, m) in acc.iter().zip(m.chunks_exact_mut(LANES)) {
+            for (a, m) in acc.iter().zip(m.chunks_exact_mut(CHANNEL_BLOCK)) {
                 // SAFETY: 16 floats of `m`.
                 unsafe { _mm512_storeu_ps(m.as_mut_ptr(), *a) };
             }
@@ -429,7 +453,7 @@ pub(super) mod bf16 {
     mod amx {
         use std::arch::asm;
 
-        use super::{BAND, Band, C1, C2, LANES, POINTS};
+        use super::{BAND, Band, C1, C2, CHANNEL_BLOCK, POINTS};
         use crate::kernels::amx::TileConfig;
 
         /// The tiles, two sets so that one point's multiply overlaps the next's loads and
@@ -444,13 +468,14 @@ pub(super) mod bf16 {
         #[target_feature(enable = "avx512f,avx512bf16")]
         pub(super) unsafe fn products(band: &Band, u: &[u32], first: usize, m: &mut [f32]) {
             // Bytes between rows of every tile: 16 words.
-            let rows = LANES * 4;
+            let rows = CHANNEL_BLOCK * 4;
             let work = || {
                 for point in (0..POINTS).step_by(2) {
                     let mut at = |p: usize| {
                         let a = band.0[p * BAND..][..BAND].as_ptr();
-                        let u = u[p * C1 / 2 * C2 + first * C1 / 2..][..C1 / 2 * LANES].as_ptr();
-                        let m = m[p * BAND * LANES..][..BAND * LANES].as_mut_ptr();
+                        let u = u[p * C1 / 2 * C2 + first * C1 / 2..][..C1 / 2 * CHANNEL_BLOCK]
+                            .as_ptr();
+                        let m = m[p * BAND * CHANNEL_BLOCK..][..BAND * CHANNEL_BLOCK].as_mut_ptr();
                         (a, u, m)
                     };
                     let ((a0, u0, m0), (a1, u1, m1)) = (at(point), at(point + 1));
@@ -496,23 +521,23 @@ pub(super) mod bf16 {
 }
 
 /// Aᵀ M A for tile `tile` of the products `m` [point][tile][`width`], `tiles` per point,
-/// the `LANES` channels from `first` of each `width`: the tile's 4x4 outputs, [y][x][LANES].
+/// the `CHANNEL_BLOCK` channels from `first` of each `width`: the tile's 4x4 outputs, [y][x][CHANNEL_BLOCK].
 #[inline(always)]
 fn transform_outputs(
     m: &[f32],
     (tiles, tile): (usize, usize),
     (width, first): (usize, usize),
-) -> [[[f32; LANES]; OUT]; OUT] {
+) -> [[[f32; CHANNEL_BLOCK]; OUT]; OUT] {
     // cols[i][x]: column x after the transform along y.
-    let mut cols = [[[0f32; LANES]; TILE]; OUT];
+    let mut cols = [[[0f32; CHANNEL_BLOCK]; TILE]; OUT];
     for x in 0..TILE {
         let at = |k: usize| ((k * TILE + x) * tiles + tile) * width + first;
-        let point = |k: usize| array::<LANES>(m, at(k));
+        let point = |k: usize| array::<CHANNEL_BLOCK>(m, at(k));
         let [c0, c1, c2, c3] = &mut cols;
         let column = [point(0), point(1), point(2), point(3), point(4), point(5)];
         output_1d(column, [&mut c0[x], &mut c1[x], &mut c2[x], &mut c3[x]]);
     }
-    let mut y = [[[0f32; LANES]; OUT]; OUT];
+    let mut y = [[[0f32; CHANNEL_BLOCK]; OUT]; OUT];
     for (row, col) in y.iter_mut().zip(&cols) {
         let [y0, y1, y2, y3] = row;
         output_1d(
@@ -538,19 +563,19 @@ fn output_1d<const N: usize>(m: [&[f32; N]; TILE], out: [&mut [f32; N]; OUT]) {
     }
 }
 
-/// The four 2x2 pooling windows of tile `tx`'s outputs `y`, for the `LANES` output channels
+/// The four 2x2 pooling windows of tile `tx`'s outputs `y`, for the `CHANNEL_BLOCK` output channels
 /// from `first` on: max, then bias and ReLU, into the row's channels-last `stage` (see
 /// [`ROW_POOLED`]); and, when asked, which value won (0..4, row-major in the window; the
 /// first of equal values) into `won`, laid out alike.
 #[inline(always)]
 fn pool_tile(
-    y: &[[[f32; LANES]; OUT]; OUT],
+    y: &[[[f32; CHANNEL_BLOCK]; OUT]; OUT],
     (b2, first): (&[f32], usize),
     tx: usize,
     stage: &mut [f32],
     mut won: Option<&mut [u8; ROW_POOLED]>,
 ) {
-    let bias = array::<LANES>(b2, first);
+    let bias = array::<CHANNEL_BLOCK>(b2, first);
     for wy in 0..2 {
         for wx in 0..2 {
             let (r0, r1) = (&y[2 * wy], &y[2 * wy + 1]);
@@ -569,12 +594,12 @@ fn pool_tile(
                 let s = *v + b;
                 *v = if s > 0.0 { s } else { 0.0 };
             }
-            stage[at..at + LANES].copy_from_slice(&out);
+            stage[at..at + CHANNEL_BLOCK].copy_from_slice(&out);
             if let Some(won) = won.as_deref_mut() {
                 // The first of the four that holds the maximum.
-                let mut best = [3u8; LANES];
+                let mut best = [3u8; CHANNEL_BLOCK];
                 for q in (0..3).rev() {
-                    for c in 0..LANES {
+                    for c in 0..CHANNEL_BLOCK {
                         best[c] = if quad[q][c] == value[c] {
                             q as u8
                         } else {
@@ -582,7 +607,7 @@ fn pool_tile(
                         };
                     }
                 }
-                won[at..at + LANES].copy_from_slice(&best);
+                won[at..at + CHANNEL_BLOCK].copy_from_slice(&best);
             }
         }
     }
@@ -702,9 +727,9 @@ mod tests {
             return;
         };
         let band = bf16::Band::pack(&random(BF16_ROWS * ROW_INPUTS, (-3.0, 3.0), 9));
-        for first in (0..C2).step_by(LANES) {
+        for first in (0..C2).step_by(CHANNEL_BLOCK) {
             let on = |unit| {
-                let mut m = vec![f32::NAN; POINTS * BF16_ROWS * TILES * LANES];
+                let mut m = vec![f32::NAN; POINTS * BF16_ROWS * TILES * CHANNEL_BLOCK];
                 bf16::products(unit, &band, &words, first, &mut m);
                 m
             };
