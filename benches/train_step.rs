@@ -5,21 +5,76 @@
 //! `BENCH_STEPS` steps measured after 3 warm-up steps, default 20; `BENCH_BACKEND` picks the
 //! engine as `--backend` does, default `cpu`; `BENCH_PARTS=1` adds a table of the step's parts
 //! on our kernels, timed around each phase on the thread that runs the step). Medians, since
-//! shared machines are noisy; compare only numbers taken together. `BENCH_FORMAT=json` prints
+//! shared machines are noisy; compare only numbers taken together. On `cpu`, a last table
+//! shows each speed choice the kernels settle by timing, with that timing, beside this
+//! bench's own evaluation rate with each path pinned. `BENCH_FORMAT=json` prints
 //! one JSON line instead, which `bench/compare.py` reads to set mnist-cnn beside Keras and
 //! PyTorch.
 
 use std::time::Instant;
 
 use mnist_cnn::checkpoint::TrainerState;
+use mnist_cnn::data::Split;
 use mnist_cnn::data::batch;
 use mnist_cnn::data::{DataSource, Fetcher, Part};
 use mnist_cnn::engine::{self, Backend, Forward};
 use mnist_cnn::evaluate::evaluate;
+use mnist_cnn::kernels::choice::{self, Question};
+use mnist_cnn::network::Params;
 
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.total_cmp(b));
     xs[xs.len() / 2]
+}
+
+/// Evaluation images per second over `test`, median of 3 passes.
+fn eval_rate_of(forward: &dyn Forward, test: &Split) -> f64 {
+    let rates = (0..3).map(|_| {
+        let t = Instant::now();
+        evaluate(forward, test);
+        test.len() as f64 / t.elapsed().as_secs_f64()
+    });
+    median(rates.collect())
+}
+
+/// The speed choices our kernels settle by timing (`kernels::choice`), each beside this
+/// bench's own A/B of its paths: evaluation's rate with each path pinned in turn.
+fn print_choices(params: &Params, test: &Split) {
+    println!();
+    println!("| choice | picked | by | trial ms per path | eval images/s per path (pinned) |");
+    println!("|---|---|---|---|---|");
+    for (question, backend) in [
+        (Question::Dense1, Backend::Cpu),
+        (Question::Bf16, Backend::CpuBf16),
+    ] {
+        let Some(decision) = choice::decision(question) else {
+            println!("| {question:?} | n/a (this processor runs neither path) | | | |");
+            continue;
+        };
+        let trials: Vec<String> = decision
+            .timings
+            .iter()
+            .map(|(path, ms)| format!("{} {ms:.2}", path.name()))
+            .collect();
+        let rates: Vec<String> = question
+            .runnable()
+            .into_iter()
+            .map(|path| {
+                choice::pin(question, Some(path));
+                let forward = engine::forward(backend, params.clone()).expect("a runnable path");
+                let rate = eval_rate_of(forward.as_ref(), test);
+                format!("{} {rate:.0}", path.name())
+            })
+            .collect();
+        choice::pin(question, None);
+        println!(
+            "| {question:?} | {} | {:?} | {} | {} |",
+            decision.picked.name(),
+            decision.by,
+            trials.join(", "),
+            rates.join(", ")
+        );
+    }
 }
 
 /// Peak resident set size of this process, from the kernel's own counter.
@@ -96,14 +151,7 @@ fn main() {
         .then(|| trainer.state().ok())
         .flatten()
         .and_then(|state| engine::forward(Backend::CpuBf16, state.params).ok());
-    let bf16_rate = bf16.map(|forward| {
-        let rates = (0..3).map(|_| {
-            let t = Instant::now();
-            evaluate(forward.as_ref(), &test);
-            test.len() as f64 / t.elapsed().as_secs_f64()
-        });
-        median(rates.collect())
-    });
+    let bf16_rate = bf16.map(|forward| eval_rate_of(forward.as_ref(), &test));
     let ms = median(step_ms);
     let rate = median(eval_rate);
     let epoch = ms / 1e3 * (60000f64 / batch as f64).ceil() + 10000.0 / rate;
@@ -149,5 +197,11 @@ fn main() {
             println!("| {name} | {ms:.2} |");
         }
         println!("| the parts' medians added | {total:.2} |");
+    }
+    if let Some(state) = (backend == Backend::Cpu)
+        .then(|| trainer.state().ok())
+        .flatten()
+    {
+        print_choices(&state.params, &test);
     }
 }

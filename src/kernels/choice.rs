@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
 
 use super::winograd::bf16::Unit;
-use super::{FEATURES, forward, matmul, sparse};
+use super::{FEATURES, forward, matmul, reuse, spare, sparse};
 use crate::network::{HIDDEN, PIXELS, Params};
 use crate::rng::splitmix64;
 
@@ -94,7 +94,7 @@ impl Question {
     }
 
     /// The paths this processor runs, best guess first.
-    fn runnable(self) -> Vec<Path> {
+    pub fn runnable(self) -> Vec<Path> {
         match self {
             Question::Dense1 if sparse::pays() => vec![Path::Walk, Path::Gemm],
             Question::Dense1 => vec![Path::Gemm],
@@ -172,7 +172,7 @@ fn settle(question: Question, runnable: &[Path]) -> Option<Decision> {
         return Some(decided(*path, By::Environment, Vec::new()));
     }
     let timings = match question {
-        Question::Dense1 => time(runnable, dense1_trial()),
+        Question::Dense1 => dense1_timings(runnable),
         Question::Bf16 => time(runnable, bf16_trial()),
     };
     let fastest = timings
@@ -200,41 +200,47 @@ fn time(paths: &[Path], mut trial: impl FnMut(Path)) -> Vec<(Path, f64)> {
 /// Images in a timing trial: a batch of evaluation's size order, ~2 ms a path on two cores.
 const TRIAL_IMAGES: usize = 128;
 
-/// Values in [0, 1) from a hash of `i`, zero with probability `zeros` (as ReLU and the
-/// max-pool leave about half the features at zero).
-fn synthetic(len: usize, zeros: f64) -> Vec<f32> {
-    (0..len as u64)
-        .map(|i| {
-            let z = splitmix64(i);
-            let unit = (z >> 40) as f64 / (1u64 << 24) as f64;
-            if unit < zeros {
-                0.0
-            } else {
-                (z & 0xFFFF) as f32 / 65536.0
-            }
-        })
-        .collect()
+/// Fills `values` with numbers in [0, 1) from a hash of their index, zero with probability
+/// `zeros` (as ReLU and the max-pool leave about half the features at zero).
+fn synthetic(values: &mut [f32], zeros: f64) {
+    for (i, v) in values.iter_mut().enumerate() {
+        let z = splitmix64(i as u64);
+        let unit = (z >> 40) as f64 / (1u64 << 24) as f64;
+        *v = if unit < zeros {
+            0.0
+        } else {
+            (z & 0xFFFF) as f32 / 65536.0
+        };
+    }
 }
 
-/// The first dense layer's product over a batch with evaluation's share of zero features.
-fn dense1_trial() -> impl FnMut(Path) {
-    let features = synthetic(TRIAL_IMAGES * FEATURES, 0.55);
-    let weights = synthetic(FEATURES * HIDDEN, 0.0);
-    let mut out = vec![0.0; TRIAL_IMAGES * HIDDEN];
+/// The first dense layer's product timed on each path, over a batch with evaluation's share
+/// of zero features. Its buffers come from the pass's spares and go back there: after a
+/// training step they are the same sizes, and the trial then adds nothing to peak memory.
+fn dense1_timings(paths: &[Path]) -> Vec<(Path, f64)> {
+    let mut features = reuse(TRIAL_IMAGES * FEATURES);
+    synthetic(&mut features, 0.55);
+    let mut weights = reuse(FEATURES * HIDDEN);
+    synthetic(&mut weights, 0.0);
+    let mut out = reuse(TRIAL_IMAGES * HIDDEN);
+    out.fill(0.0);
     let threads = rayon::current_num_threads();
-    move |path| match path {
+    let timings = time(paths, |path| match path {
         Path::Walk => sparse::forward(&features, &weights, &mut out),
         _ => {
             let dims = (TRIAL_IMAGES, FEATURES, HIDDEN);
             matmul(&mut out, &features, &weights, dims, false, threads);
         }
-    }
+    });
+    [features, weights, out].into_iter().for_each(spare);
+    timings
 }
 
 /// The bf16 evaluation's whole forward pass on each unit, on fresh parameters.
 fn bf16_trial() -> impl FnMut(Path) {
     let params = Params::glorot(1);
-    let pixels = synthetic(TRIAL_IMAGES / 2 * PIXELS, 0.8);
+    let mut pixels = vec![0.0; TRIAL_IMAGES / 2 * PIXELS];
+    synthetic(&mut pixels, 0.8);
     let weights = |unit| forward::Bf16Weights::on(&params, unit);
     let (amx, avx512) = (weights(Unit::Amx), weights(Unit::Avx512));
     move |path| {
@@ -288,7 +294,8 @@ mod tests {
     /// The trials' data looks like what evaluation multiplies: about 55% zero features.
     #[test]
     fn synthetic_features_are_about_half_zero() {
-        let v = synthetic(100_000, 0.55);
+        let mut v = vec![1.0; 100_000];
+        synthetic(&mut v, 0.55);
         let zeros = v.iter().filter(|&&x| x == 0.0).count();
         assert!((54_000..56_000).contains(&zeros), "{zeros}");
         assert!(v.iter().all(|&x| (0.0..1.0).contains(&x)));
