@@ -10,6 +10,8 @@
 
 use std::time::Instant;
 
+use mnist_cnn::kernels::isa::{self, Level};
+
 /// Rounds of multiply-adds (one on each accumulator) between looks at the accumulators.
 const INNER: usize = 100;
 
@@ -81,32 +83,26 @@ enum Set {
 }
 
 impl Set {
-    /// The ones this processor has, widest first.
+    /// The ones this processor has, widest first, as the kernels see them.
     fn available() -> Vec<Set> {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let avx512 = is_x86_feature_detected!("avx512f");
-            let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-            [(avx512, Set::Avx512), (avx2, Set::Avx2)]
-                .into_iter()
-                .filter_map(|(has, set)| has.then_some(set))
-                .collect()
+        match isa::level() {
+            Level::Avx512 => vec![Set::Avx512, Set::Avx2],
+            Level::Avx2 => vec![Set::Avx2],
+            Level::Scalar => Vec::new(),
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        Vec::new()
     }
 
     fn name(self) -> &'static str {
         match self {
-            Set::Avx512 => "AVX-512",
-            Set::Avx2 => "AVX2 + FMA",
+            Set::Avx512 => Level::Avx512.name(),
+            Set::Avx2 => Level::Avx2.name(),
         }
     }
 
     fn lanes(self) -> usize {
         match self {
-            Set::Avx512 => 16,
-            Set::Avx2 => 8,
+            Set::Avx512 => isa::AVX512_F32S,
+            Set::Avx2 => isa::AVX2_F32S,
         }
     }
 }

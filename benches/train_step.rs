@@ -87,7 +87,10 @@ fn peak_rss_mib() -> Option<f64> {
 
 fn main() {
     #[cfg(feature = "wgpu")]
-    engine::quiet_mesa_display_probe();
+    // SAFETY: the first thing the process does, while it has one thread.
+    unsafe {
+        engine::quiet_mesa_display_probe()
+    };
     let dir = std::env::var("MNIST_DATA_DIR")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist-subset").into());
     let steps: usize = std::env::var("BENCH_STEPS")

@@ -347,8 +347,6 @@ impl DataArgs {
 
 /// Parses the command line, runs it, prints any error as one line, and returns the exit code.
 pub fn main() -> i32 {
-    #[cfg(feature = "wgpu")]
-    crate::engine::quiet_mesa_display_probe();
     let cli = Cli::parse();
     let stdout = std::io::stdout();
     match run(cli, &mut stdout.lock()) {

@@ -160,13 +160,17 @@ fn wgpu_device() -> Result<burn::tensor::Device> {
 /// `XDG_RUNTIME_DIR` is unset or not absolute (cron, CI, `sudo`), print `error: XDG_RUNTIME_DIR
 /// is invalid or not set in the environment.`, which reads like one of our own errors. Pointing
 /// it at the temporary directory (no display socket there) keeps the probe quiet and changes
-/// nothing else. Call before any thread starts: it sets an environment variable.
+/// nothing else.
+///
+/// # Safety
+/// It sets an environment variable: no other thread may exist, as one could be reading the
+/// environment meanwhile (call it first thing in `main`).
 #[cfg(feature = "wgpu")]
-pub fn quiet_mesa_display_probe() {
+pub unsafe fn quiet_mesa_display_probe() {
     let set = std::env::var_os("XDG_RUNTIME_DIR")
         .is_some_and(|dir| std::path::Path::new(&dir).is_absolute());
     if !set {
-        // SAFETY: called first thing in `main`, while the process has one thread.
+        // SAFETY: the caller guarantees that the process has one thread.
         unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
     }
 }

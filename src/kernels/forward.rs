@@ -113,10 +113,10 @@ impl<'a> Net<'a> {
         self.params
     }
 
-    /// conv1 + ReLU of `images` into channels-last maps `a1` [(image, y, x) × 32], as the pass
+    /// conv1 + ReLU of `images` into channels-last maps `a1_nhwc` [(image, y, x) × 32], as the pass
     /// computes them: how the backward pass gets back the maps the pass did not keep.
-    pub(super) fn conv1_maps(&self, images: &[f32], a1: &mut [f32]) {
-        conv1(images, &self.w1, &self.params.conv1.bias, a1);
+    pub(super) fn conv1_maps(&self, images: &[f32], a1_nhwc: &mut [f32]) {
+        conv1(images, &self.w1, &self.params.conv1.bias, a1_nhwc);
     }
 
     /// Logits, [n × 10], of `pixels` (scaled to [0, 1], 784 per image), without dropout.
@@ -228,9 +228,9 @@ fn features(
 ) {
     let maps = images.len() / PIXELS * S1 * S1 * C1;
     let mut space = reuse(maps + winograd::SCRATCH);
-    let (a1, scratch) = space.split_at_mut(maps);
-    conv1(images, w1, b1, a1);
-    for (i, (a1, pooled)) in a1
+    let (a1_nhwc, scratch) = space.split_at_mut(maps);
+    conv1(images, w1, b1, a1_nhwc);
+    for (i, (a1_nhwc, pooled)) in a1_nhwc
         .chunks(S1 * S1 * C1)
         .zip(pooled.chunks_mut(FEATURES))
         .enumerate()
@@ -238,7 +238,7 @@ fn features(
         let winner = winner
             .as_deref_mut()
             .map(|w| &mut w[i * FEATURES..][..FEATURES]);
-        winograd::conv2_pool(a1, u2, b2, scratch, pooled, winner);
+        winograd::conv2_pool(a1_nhwc, u2, b2, scratch, pooled, winner);
     }
     spare(space);
 }

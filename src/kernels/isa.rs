@@ -1,6 +1,6 @@
 //! What this processor can run: the one place the kernels ask. Every kernel that picks an
 //! instruction set asks here, never `is_x86_feature_detected!` or CPUID of its own, so that a
-//! test can pin one set on a thread ([`on_every_instruction_set`]) and every kernel on that
+//! test can pin one set on a thread (`on_every_instruction_set`) and every kernel on that
 //! thread, the transposes and bf16 paths included, runs that set's code.
 //!
 //! Three levels of vector code ([`Level`]): plain x86-64 (SSE2; `Scalar` elsewhere), AVX2 +
@@ -76,7 +76,7 @@ pub(crate) fn arch() -> pulp::Arch {
     pulp::Arch::new()
 }
 
-/// The [`Level`] of [`arch`]: what a kernel with hand-written intrinsics may use here.
+/// The [`Level`] of `arch()`: what a kernel with hand-written intrinsics may use here.
 pub fn level() -> Level {
     #[cfg(target_arch = "x86_64")]
     {

@@ -227,11 +227,11 @@ fn conv_backward(
         .for_each(|((((partial, images), grad), features), winner)| {
             partial.fill(0.0);
             // conv1's maps again, as the forward pass computed them (the same bytes).
-            let mut a1 = reuse(images.len() / PIXELS * S1 * S1 * C1);
-            net.conv1_maps(images, &mut a1);
+            let mut a1_nhwc = reuse(images.len() / PIXELS * S1 * S1 * C1);
+            net.conv1_maps(images, &mut a1_nhwc);
             let pooled = (grad, features, winner, scale);
-            conv_backward_group(images, &a1, pooled, &w2, partial);
-            spare(a1);
+            conv_backward_group(images, &a1_nhwc, pooled, &w2, partial);
+            spare(a1_nhwc);
         });
     laps.lap("convolutions' backward pass, per group");
     let sum = sum_partials(&partials);
@@ -290,7 +290,7 @@ struct Pooled<'a> {
 /// [`conv1_backward`].
 fn conv_backward_group(
     images: &[f32],
-    a1: &[f32],
+    a1_nhwc: &[f32],
     (grad, features, winner, scale): (&[f32], &[f32], &[u8], f32),
     w2: &[f32],
     grads: &mut [f32],
@@ -305,9 +305,9 @@ fn conv_backward_group(
         .chunks(FEATURES)
         .zip(features.chunks(FEATURES))
         .zip(winner.chunks(FEATURES));
-    for ((img, a1), ((grad, features), winner)) in images
+    for ((img, a1_nhwc), ((grad, features), winner)) in images
         .chunks(PIXELS)
-        .zip(a1.chunks(S1 * S1 * C1))
+        .zip(a1_nhwc.chunks(S1 * S1 * C1))
         .zip(per_image)
     {
         let pooled = Pooled {
@@ -316,8 +316,8 @@ fn conv_backward_group(
             winner,
             scale,
         };
-        conv2_backward(a1, pooled, w2, dw2, db2, &mut dz1, &mut live);
-        conv1_backward(img, a1, &dz1, dw1, db1);
+        conv2_backward(a1_nhwc, pooled, w2, dw2, db2, &mut dz1, &mut live);
+        conv1_backward(img, a1_nhwc, &dz1, dw1, db1);
     }
     spare(dz1);
     LIVE.with_borrow_mut(|slot| *slot = Some(live));
@@ -342,7 +342,7 @@ simd_fn! {
     /// fraction of the dense products' arithmetic, and no im2col. Memory, not arithmetic, sets
     /// its pace: see the comments on the band and the registers below.
     fn conv2_backward(
-        a1: &[f32],
+        a1_nhwc: &[f32],
         pooled: Pooled<'_>,
         w2: &[f32],
         dw2: &mut [f32],
@@ -370,7 +370,7 @@ simd_fn! {
             live.bias_gradient(db2);
         }
         // A band of pooled rows at a time, every channel walking it: the band's windows
-        // (6 map rows: 20 KB of `a1` and 20 KB of `dz1`) stay in L1 while 64 channels
+        // (6 map rows: 20 KB of `a1_nhwc` and 20 KB of `dz1`) stay in L1 while 64 channels
         // read and add into them, rather than each channel streaming both whole maps.
         for band in 0..BANDS {
             let rows = dw2.chunks_mut(K2).zip(w2.chunks(K2));
@@ -381,9 +381,9 @@ simd_fn! {
                 // of AVX-512's 32 registers, a window row (12 of AVX2's 16) at a time
                 // otherwise. Each value's sum runs in cell order either way.
                 if isa::wide::<S>() {
-                    weight_gradient::<K2>(a1, cells, dw);
+                    weight_gradient::<K2>(a1_nhwc, cells, dw);
                 } else {
-                    weight_gradient::<{ 3 * C1 }>(a1, cells, dw);
+                    weight_gradient::<{ 3 * C1 }>(a1_nhwc, cells, dw);
                 }
                 let w: [f32; K2] = *array(w, 0);
                 for (&g, &at) in cells.0.iter().zip(cells.1) {
@@ -624,11 +624,11 @@ fn window(band: usize, cell: usize, won: u8) -> usize {
     (y * S1 + x) * C1
 }
 
-/// Adds each cell's 3x3x32 window of `a1`, times its gradient, into conv2's weight gradient
+/// Adds each cell's 3x3x32 window of `a1_nhwc`, times its gradient, into conv2's weight gradient
 /// `dw` (one channel's row, [(ky, kx, in)]), `W` values at a time (whole window rows), with
 /// those `W` sums in registers over all the cells.
 #[inline(always)]
-fn weight_gradient<const W: usize>(a1: &[f32], (grad, at): (&[f32], &[u32]), dw: &mut [f32]) {
+fn weight_gradient<const W: usize>(a1_nhwc: &[f32], (grad, at): (&[f32], &[u32]), dw: &mut [f32]) {
     let run = 3 * C1;
     for (part, dw) in dw.chunks_exact_mut(W).enumerate() {
         let mut acc: [f32; W] = *array(dw, 0);
@@ -636,7 +636,7 @@ fn weight_gradient<const W: usize>(a1: &[f32], (grad, at): (&[f32], &[u32]), dw:
             let at = at as usize;
             for (r, acc) in acc.chunks_exact_mut(run).enumerate() {
                 let ky = part * W / run + r;
-                let window = &a1[at + ky * S1 * C1..][..run];
+                let window = &a1_nhwc[at + ky * S1 * C1..][..run];
                 for (a, v) in acc.iter_mut().zip(window) {
                     *a = g.mul_add(*v, *a);
                 }
@@ -651,14 +651,14 @@ simd_fn! {
     /// bias gradients into `dw1` and `db1`, from conv1's output gradient `dz1` (channels-last)
     /// where the ReLU passed it. The images need no gradient. The reference:
     /// `reference::{relu_backward, conv_backward}`.
-    fn conv1_backward(img: &[f32], a1: &[f32], dz1: &[f32], dw1: &mut [f32], db1: &mut [f32]) {
+    fn conv1_backward(img: &[f32], a1_nhwc: &[f32], dz1: &[f32], dw1: &mut [f32], db1: &mut [f32]) {
         // Both gradients stay in registers over the image's pixels: every channel in 18 of
         // AVX-512's 32, eight channels a pass (9 of AVX2's 16) otherwise; each value's sum
         // runs in pixel order either way.
         if isa::wide::<S>() {
-            conv1_gradients::<C1>(img, a1, dz1, dw1, db1);
+            conv1_gradients::<C1>(img, a1_nhwc, dz1, dw1, db1);
         } else {
-            conv1_gradients::<8>(img, a1, dz1, dw1, db1);
+            conv1_gradients::<8>(img, a1_nhwc, dz1, dw1, db1);
         }
     }
 }
@@ -667,7 +667,7 @@ simd_fn! {
 #[inline(always)]
 fn conv1_gradients<const W: usize>(
     img: &[f32],
-    a1: &[f32],
+    a1_nhwc: &[f32],
     dz1: &[f32],
     dw1: &mut [f32],
     db1: &mut [f32],
@@ -680,7 +680,7 @@ fn conv1_gradients<const W: usize>(
             for x in 0..S1 {
                 let at = (y * S1 + x) * C1 + first;
                 let mut d: [f32; W] = *array(dz1, at);
-                for (d, &a) in d.iter_mut().zip(array::<W>(a1, at)) {
+                for (d, &a) in d.iter_mut().zip(array::<W>(a1_nhwc, at)) {
                     if a <= 0.0 {
                         *d = 0.0;
                     }
@@ -883,7 +883,7 @@ mod tests {
         let want =
             reference::conv_backward(&act.a1, case.conv1_maps(), &case.w.conv2.weight, &dz2, true);
 
-        let a1 = channels_last(&act.a1, case.conv1_maps());
+        let a1_nhwc = channels_last(&act.a1, case.conv1_maps());
         // Which of its window's four values each pooled feature came from.
         let winner: Vec<u8> = act
             .from
@@ -894,7 +894,7 @@ mod tests {
         let w2 = relayout(&case.w.conv2.weight, C1, C2, Burn, Rows);
         let (mut dw2, mut db2) = (vec![0.0; K2 * C2], vec![0.0; C2]);
         // Whatever the buffer held is overwritten: NaN here, as a reused buffer in debug builds.
-        let mut dz1 = vec![f32::NAN; a1.len()];
+        let mut dz1 = vec![f32::NAN; a1_nhwc.len()];
         let mut live = LiveCells::new();
         for (k, dz1) in dz1.chunks_mut(S1 * S1 * C1).enumerate() {
             let image = k * FEATURES..(k + 1) * FEATURES;
@@ -904,8 +904,8 @@ mod tests {
                 winner: &winner[image],
                 scale,
             };
-            let a1 = &a1[k * S1 * S1 * C1..][..S1 * S1 * C1];
-            conv2_backward(a1, pooled, &w2, &mut dw2, &mut db2, dz1, &mut live);
+            let a1_nhwc = &a1_nhwc[k * S1 * S1 * C1..][..S1 * S1 * C1];
+            conv2_backward(a1_nhwc, pooled, &w2, &mut dw2, &mut db2, dz1, &mut live);
         }
         let dw2 = relayout(&dw2, C1, C2, Rows, Burn);
         assert_close(&dw2, &want.dweight, 1e-5, "conv2 weight");
@@ -927,14 +927,14 @@ mod tests {
         };
         let want = reference::conv_backward(&case.pixels, input, &case.w.conv1.weight, &dz1, false);
 
-        let a1 = channels_last(&act.a1, case.conv1_maps());
+        let a1_nhwc = channels_last(&act.a1, case.conv1_maps());
         let d = channels_last(&da1, case.conv1_maps());
         let (mut dw1, mut db1) = (vec![0.0; TAPS * C1], vec![0.0; C1]);
         let map = S1 * S1 * C1;
         for k in 0..case.n() {
             let img = &case.pixels[k * PIXELS..][..PIXELS];
             let d = &d[k * map..][..map];
-            conv1_backward(img, &a1[k * map..][..map], d, &mut dw1, &mut db1);
+            conv1_backward(img, &a1_nhwc[k * map..][..map], d, &mut dw1, &mut db1);
         }
         assert_close(
             &relayout(&dw1, 1, C1, Gemm, Burn),
@@ -988,13 +988,13 @@ mod tests {
     /// a slice at a time otherwise) give the same bytes, whichever this processor runs.
     #[test]
     fn every_register_blocking_gives_the_same_gradients() {
-        let a1 = random(S1 * S1 * C1, (-0.5, 1.0), 12);
+        let a1_nhwc = random(S1 * S1 * C1, (-0.5, 1.0), 12);
         let grad = [0.7, -1.3, 0.2];
         let at = [0, 5 * C1, (9 * S1 + 3) * C1].map(|at| at as u32);
         let start = random(K2, (-1.0, 1.0), 13);
         let (mut whole, mut rows) = (start.clone(), start);
-        weight_gradient::<K2>(&a1, (&grad, &at), &mut whole);
-        weight_gradient::<{ 3 * C1 }>(&a1, (&grad, &at), &mut rows);
+        weight_gradient::<K2>(&a1_nhwc, (&grad, &at), &mut whole);
+        weight_gradient::<{ 3 * C1 }>(&a1_nhwc, (&grad, &at), &mut rows);
         assert_eq!(whole, rows);
         assert_ne!(whole, random(K2, (-1.0, 1.0), 13));
 
@@ -1003,8 +1003,8 @@ mod tests {
         let grads = |width: usize| {
             let (mut dw1, mut db1) = (vec![0.5; TAPS * C1], vec![0.25; C1]);
             match width {
-                C1 => conv1_gradients::<C1>(&img, &a1, &dz1, &mut dw1, &mut db1),
-                _ => conv1_gradients::<8>(&img, &a1, &dz1, &mut dw1, &mut db1),
+                C1 => conv1_gradients::<C1>(&img, &a1_nhwc, &dz1, &mut dw1, &mut db1),
+                _ => conv1_gradients::<8>(&img, &a1_nhwc, &dz1, &mut dw1, &mut db1),
             }
             (dw1, db1)
         };

@@ -133,14 +133,14 @@ impl Filters {
 }
 
 simd_fn! {
-    /// conv2 of one image's channels-last conv1 maps `a1` [26 × 26 × 32] with the
+    /// conv2 of one image's channels-last conv1 maps `a1_nhwc` [26 × 26 × 32] with the
     /// transformed filters `u` (see [`Filters`]), then the 2x2 max-pool, conv2's bias `b2`
     /// and ReLU once per pooled value (both commute with max), written to `pooled` in burn's
     /// flatten order (channel, y, x). `winner`, when given, records which of the four values
     /// won (0..4, row-major in the window), for the backward pass. `scratch` holds
     /// [`SCRATCH`] floats; its contents do not matter.
     pub(super) fn conv2_pool(
-        a1: &[f32],
+        a1_nhwc: &[f32],
         u: &Filters,
         b2: &[f32],
         scratch: &mut [f32],
@@ -151,15 +151,15 @@ simd_fn! {
             Filters::F32(u) => u.len(),
             Filters::Bf16 { words, .. } => 2 * words.len(),
         };
-        assert!(a1.len() == S1 * S1 * C1 && words == POINTS * C1 * C2);
+        assert!(a1_nhwc.len() == S1 * S1 * C1 && words == POINTS * C1 * C2);
         assert!(pooled.len() == FEATURES && scratch.len() >= SCRATCH && b2.len() == C2);
         // Rows of tiles per pass: one in f32, whose transformed inputs then stay in L1 and
         // products in L2; two in bf16, whose products go 16 output channels at a time. A
         // constant either way, so that the indices below fold.
         let wide = crate::kernels::isa::wide::<S>();
         match u {
-            Filters::F32(_) => passes::<1>(a1, u, b2, scratch, pooled, winner, wide),
-            Filters::Bf16 { .. } => passes::<BF16_ROWS>(a1, u, b2, scratch, pooled, winner, wide),
+            Filters::F32(_) => passes::<1>(a1_nhwc, u, b2, scratch, pooled, winner, wide),
+            Filters::Bf16 { .. } => passes::<BF16_ROWS>(a1_nhwc, u, b2, scratch, pooled, winner, wide),
         }
     }
 }
@@ -168,7 +168,7 @@ simd_fn! {
 /// accumulators for all 64 output channels fit in registers (AVX-512).
 #[inline(always)]
 fn passes<const ROWS: usize>(
-    a1: &[f32],
+    a1_nhwc: &[f32],
     u: &Filters,
     b2: &[f32],
     scratch: &mut [f32],
@@ -186,7 +186,7 @@ fn passes<const ROWS: usize>(
     let keep = winner.is_some();
     for first_row in (0..TILES).step_by(band) {
         for row in 0..band {
-            transform_inputs(a1, first_row + row, (tiles, row * TILES), v);
+            transform_inputs(a1_nhwc, first_row + row, (tiles, row * TILES), v);
         }
         let pooling = (b2, &mut *stage, keep.then_some(&mut *won));
         multiply_and_pool(u, v, m, pooling, wide);
@@ -285,13 +285,13 @@ fn pool_band(
 /// `v` [point][tile][32] ← Bᵀ d B for each tile d of the ty-th row, per channel: the row's
 /// six tiles from tile `first` on, of `tiles` per point.
 #[inline(always)]
-fn transform_inputs(a1: &[f32], ty: usize, (tiles, first): (usize, usize), v: &mut [f32]) {
+fn transform_inputs(a1_nhwc: &[f32], ty: usize, (tiles, first): (usize, usize), v: &mut [f32]) {
     // rows[i][x]: column x of the tile after the transform along y.
     let mut rows = [[[0f32; C1]; TILE]; TILE];
     let mut out = [[0f32; C1]; TILE];
     for tx in 0..TILES {
         for x in 0..TILE {
-            let px = |k: usize| array::<C1>(a1, ((ty * OUT + k) * S1 + tx * OUT + x) * C1);
+            let px = |k: usize| array::<C1>(a1_nhwc, ((ty * OUT + k) * S1 + tx * OUT + x) * C1);
             let [r0, r1, r2, r3, r4, r5] = &mut rows;
             let column = [px(0), px(1), px(2), px(3), px(4), px(5)];
             input_1d(
@@ -401,17 +401,21 @@ pub(super) mod bf16 {
     }
 
     /// `m` [point][tile][16] = `band` [point][tile][16 pairs] · `u` [point][group][16 pairs]
-    /// [16] for the group of 16 output channels from `first` on, sums in f32. Reached only through
-    /// [`super::Filters::Bf16`], whose unit was available.
+    /// [16] for the group of 16 output channels from `first` on, sums in f32, on `unit`
+    /// (checked: a `Unit` is a plain value, whoever made it).
     pub(super) fn products(unit: Unit, band: &Band, u: &[u32], first: usize, m: &mut [f32]) {
+        assert!(
+            unit.available(),
+            "{unit:?} is not available on this processor"
+        );
         assert!(
             u.len() == POINTS * C1 / 2 * C2 && first.is_multiple_of(CHANNEL_BLOCK) && first < C2
         );
         assert!(m.len() >= POINTS * BAND * CHANNEL_BLOCK);
         #[cfg(target_arch = "x86_64")]
         match unit {
-            // SAFETY: the processor has AVX-512F and AVX512_BF16 (`Unit::available`), and
-            // the assertion keeps every load and store inside the slices.
+            // SAFETY: the processor has AVX-512F and AVX512_BF16 (`Unit::available`, asserted
+            // above), and the assertions keep every load and store inside the slices.
             Unit::Avx512 => unsafe { products_avx512(band, u, first, m) },
             // SAFETY: as above, and AMX-BF16 with the operating system's leave to use it.
             Unit::Amx => unsafe { amx::products(band, u, first, m) },
@@ -422,6 +426,10 @@ pub(super) mod bf16 {
 
     /// [`products`] on AVX-512: each tile's 16 sums in a register, a pair of input channels
     /// per instruction, pairs in order.
+    ///
+    /// # Safety
+    /// The processor must have AVX-512F and AVX512_BF16; `u`, `first` and `m` as
+    /// [`products`] asserts them.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bf16")]
     unsafe fn products_avx512(band: &Band, u: &[u32], first: usize, m: &mut [f32]) {
@@ -464,7 +472,11 @@ pub(super) mod bf16 {
             TileConfig::new([tiles, tiles, pairs, tiles, tiles, pairs, 0, 0])
         };
 
-        /// See [`super::products`]; the caller has checked the slices' lengths.
+        /// See [`super::products`].
+        ///
+        /// # Safety
+        /// The processor must have AMX-BF16 with the operating system's leave to use it (and
+        /// AVX-512F and AVX512_BF16); `u`, `first` and `m` as [`super::products`] asserts them.
         #[target_feature(enable = "avx512f,avx512bf16")]
         pub(super) unsafe fn products(band: &Band, u: &[u32], first: usize, m: &mut [f32]) {
             // Bytes between rows of every tile: 16 words.
@@ -478,7 +490,7 @@ pub(super) mod bf16 {
                         let m = m[p * BAND * CHANNEL_BLOCK..][..BAND * CHANNEL_BLOCK].as_mut_ptr();
                         (a, u, m)
                     };
-                    let ((a0, u0, m0), (a1, u1, m1)) = (at(point), at(point + 1));
+                    let ((a0, u0, m0), (a1_nhwc, u1, m1)) = (at(point), at(point + 1));
                     // SAFETY: each input tile reads a point's 12 × 64 bytes of `band`; each
                     // filter tile 16 rows of 64 bytes in a row, inside `u` (sliced above); each
                     // product tile writes 12 rows of 64 bytes inside the point's part of `m`.
@@ -488,7 +500,7 @@ pub(super) mod bf16 {
                             "tileloadd tmm1, [{a0} + {rows}*1]",
                             "tileloadd tmm2, [{u0} + {rows}*1]",
                             "tilezero tmm3",
-                            "tileloadd tmm4, [{a1} + {rows}*1]",
+                            "tileloadd tmm4, [{a1_nhwc} + {rows}*1]",
                             "tileloadd tmm5, [{u1} + {rows}*1]",
                             "tdpbf16ps tmm0, tmm1, tmm2",
                             "tdpbf16ps tmm3, tmm4, tmm5",
@@ -497,7 +509,7 @@ pub(super) mod bf16 {
                             a0 = in(reg) a0,
                             u0 = in(reg) u0,
                             m0 = in(reg) m0,
-                            a1 = in(reg) a1,
+                            a1_nhwc = in(reg) a1_nhwc,
                             u1 = in(reg) u1,
                             m1 = in(reg) m1,
                             rows = in(reg) rows,
@@ -625,7 +637,7 @@ mod tests {
 
     fn case() -> Case {
         // conv1's maps are ReLU outputs: non-negative, with zeros.
-        let a1: Vec<f32> = random(S1 * S1 * C1, (-0.5, 1.0), 5)
+        let a1_nhwc: Vec<f32> = random(S1 * S1 * C1, (-0.5, 1.0), 5)
             .into_iter()
             .map(|v| v.max(0.0))
             .collect();
@@ -638,9 +650,9 @@ mod tests {
         };
         // The reference reads NCHW: the channels-last maps back to planes.
         let planes: Vec<f32> = (0..C1 * S1 * S1)
-            .map(|i| a1[(i % (S1 * S1)) * C1 + i / (S1 * S1)])
+            .map(|i| a1_nhwc[(i % (S1 * S1)) * C1 + i / (S1 * S1)])
             .collect();
-        assert_eq!(channels_last(&planes, input), a1);
+        assert_eq!(channels_last(&planes, input), a1_nhwc);
         let a2 = reference::relu_forward(&reference::conv_forward(&planes, input, &w2, &b2));
         let conv2 = Maps {
             channels: C2,
@@ -648,18 +660,25 @@ mod tests {
             ..input
         };
         let (want, from) = reference::maxpool_forward(&a2, conv2);
-        (a1, w2, b2, want, from, a2)
+        (a1_nhwc, w2, b2, want, from, a2)
     }
 
     /// conv2 + bias + ReLU, then the max-pool, against the reference's three layers.
     #[test]
     fn conv2_pool_matches_its_reference_layers() {
-        let (a1, w2, b2, want, from, a2) = case();
+        let (a1_nhwc, w2, b2, want, from, a2) = case();
         let mut pooled = vec![f32::NAN; FEATURES];
         let mut winner = vec![9u8; FEATURES];
         let mut scratch = vec![f32::NAN; SCRATCH];
         let u = Filters::f32(&w2);
-        conv2_pool(&a1, &u, &b2, &mut scratch, &mut pooled, Some(&mut winner));
+        conv2_pool(
+            &a1_nhwc,
+            &u,
+            &b2,
+            &mut scratch,
+            &mut pooled,
+            Some(&mut winner),
+        );
         assert_close(&pooled, &want, 1e-5, "pooled features");
         // Where the feature is live, the recorded winner is the reference's maximum (up to
         // rounding when two of the window are within it).
@@ -678,7 +697,7 @@ mod tests {
         assert!(live > FEATURES / 10 && live < FEATURES * 9 / 10, "{live}");
         // Without a winner buffer, the same features.
         let mut again = vec![0.0; FEATURES];
-        conv2_pool(&a1, &u, &b2, &mut scratch, &mut again, None);
+        conv2_pool(&a1_nhwc, &u, &b2, &mut scratch, &mut again, None);
         assert_eq!(again, pooled);
     }
 
@@ -686,17 +705,24 @@ mod tests {
     /// processor has, and are not the f32 path's bytes (so they ran).
     #[test]
     fn bf16_conv2_pool_is_close_to_its_reference_layers() {
-        let (a1, w2, b2, want, ..) = case();
+        let (a1_nhwc, w2, b2, want, ..) = case();
         let mut scratch = vec![f32::NAN; SCRATCH];
         let mut exact = vec![f32::NAN; FEATURES];
-        conv2_pool(&a1, &Filters::f32(&w2), &b2, &mut scratch, &mut exact, None);
+        conv2_pool(
+            &a1_nhwc,
+            &Filters::f32(&w2),
+            &b2,
+            &mut scratch,
+            &mut exact,
+            None,
+        );
         for unit in [bf16::Unit::Avx512, bf16::Unit::Amx] {
             let Some(u) = Filters::bf16_on(&w2, unit) else {
                 eprintln!("skipped: this processor has no {unit:?} bf16 products to test");
                 continue;
             };
             let mut pooled = vec![f32::NAN; FEATURES];
-            conv2_pool(&a1, &u, &b2, &mut scratch, &mut pooled, None);
+            conv2_pool(&a1_nhwc, &u, &b2, &mut scratch, &mut pooled, None);
             // bf16 keeps 8 significant bits: each transformed input and filter within 2^-9
             // of its value. The transforms' coefficients (up to 25 in, 8 out) scale that up.
             let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
