@@ -32,18 +32,17 @@ pub mod formats;
 pub mod fsutil;
 pub mod history;
 pub mod interrupt;
-pub mod kernels;
-pub mod metrics;
 pub mod model;
-pub mod network;
 pub mod notes;
 pub mod optim;
 pub mod progress;
-pub mod reference;
-pub mod rng;
 pub mod settings;
 
 pub use error::{Error, Result};
+/// The numerics, a crate of their own (`kernels/`): the network's sizes and parameters, the
+/// reference, the fast CPU kernels, Adadelta's update, the metrics and the random streams.
+pub use mnist_cnn_kernels as kernels;
+pub use mnist_cnn_kernels::{metrics, network, reference, rng};
 
 /// Every binary and test that links this crate allocates through it.
 #[global_allocator]

@@ -11,12 +11,10 @@ use sha2::{Digest, Sha256};
 
 use crate::error::IdxFault;
 
-pub const ROWS: usize = 28;
-pub const COLS: usize = 28;
-pub const PIXELS: usize = ROWS * COLS;
+/// MNIST's image sides, pixels and classes: the network's input and output sizes.
+pub use crate::network::{NUM_CLASSES, PIXELS, SIDE as COLS, SIDE as ROWS};
 pub const IMAGE_MAGIC: u32 = 2051;
 pub const LABEL_MAGIC: u32 = 2049;
-pub const NUM_CLASSES: usize = 10;
 
 /// Far above any MNIST-format set (EMNIST is ~800k); stops absurd headers early.
 const MAX_ITEMS: u64 = 10_000_000;

@@ -14,6 +14,8 @@
 #[cfg(any(test, feature = "flex"))]
 pub mod autodiff;
 pub mod cpu;
+#[cfg(test)]
+mod held_to_burn;
 #[cfg(any(test, feature = "flex"))]
 pub mod modules;
 

@@ -254,7 +254,7 @@ fn bf16_trial() -> impl FnMut(Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::isa;
+    use crate::isa;
 
     /// A decision picks a path this processor runs, the faster of the timed ones, and pins
     /// and the environment's names override it.

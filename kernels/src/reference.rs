@@ -4,12 +4,12 @@
 //! (images and maps NCHW, `[n, channels, height, width]`; convolution weights
 //! `[out, in, 3, 3]`; dense weights `[inputs, outputs]`), scalar loops in the network's own
 //! order, sums in `f64`. [`forward`] and [`step`] call them in order and backwards. Nothing
-//! here is fast; it is what the fast kernels in [`crate::kernels`] are tested against, layer by
+//! here is fast; it is what the fast kernels of this crate are tested against, layer by
 //! layer and as a whole step.
 //!
 //! Dropout takes its masks as data (0 for a dropped unit, `1 / (1 - rate)` for a kept one), so
 //! this file does not depend on how they are drawn
-//! ([`Dropout::masks`](crate::kernels::dropout::Dropout::masks)).
+//! ([`Dropout::masks`](crate::dropout::Dropout::masks)).
 
 use crate::network::{
     CONV1_FILTERS, CONV1_SIDE, CONV2_FILTERS, CONV2_SIDE, HIDDEN, KERNEL, NUM_CLASSES, POOL,
@@ -396,9 +396,10 @@ fn narrow(v: &[f64]) -> Vec<f32> {
     v.iter().map(|&x| x as f32).collect()
 }
 
-/// Helpers for the tests that hold the fast kernels to these layers.
-#[cfg(test)]
-pub(crate) mod testing {
+/// Helpers for the tests that hold the fast kernels to these layers (and, with the `testing`
+/// feature, for the app crate's tests that hold them to burn).
+#[cfg(any(test, feature = "testing"))]
+pub mod testing {
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
     use super::Maps;
@@ -435,6 +436,44 @@ pub(crate) mod testing {
             assert!(
                 (g - w).abs() <= tolerance * scale,
                 "{what}[{i}]: {g} vs the reference's {w} (scale {scale})"
+            );
+        }
+    }
+
+    /// Adadelta's rule in f64 over whole vectors, one value at a time through
+    /// [`super::adadelta`]: what both the slice update and burn's optimizer are held to.
+    pub struct Adadelta64 {
+        pub p: Vec<f64>,
+        pub a: Vec<f64>,
+        pub d: Vec<f64>,
+    }
+
+    impl Adadelta64 {
+        /// Starting from `p`, both accumulators at zero.
+        pub fn new(p: &[f32]) -> Adadelta64 {
+            Adadelta64 {
+                p: p.iter().map(|&x| f64::from(x)).collect(),
+                a: vec![0.0; p.len()],
+                d: vec![0.0; p.len()],
+            }
+        }
+
+        pub fn step(&mut self, g: &[f32], lr: f64, rho: f64, eps: f64) {
+            let slots = self.p.iter_mut().zip(&mut self.a).zip(&mut self.d);
+            for (((p, a), d), &g) in slots.zip(g) {
+                super::adadelta(p, f64::from(g), (a, d), lr, rho, eps);
+            }
+        }
+    }
+
+    /// Every value of `actual` within 1e-6 of `expected`'s, relatively.
+    pub fn assert_close_f64(actual: &[f64], expected: &[f64], what: &str) {
+        assert_eq!(actual.len(), expected.len(), "{what}: lengths");
+        for (i, (x, y)) in actual.iter().zip(expected).enumerate() {
+            let scale = y.abs().max(1e-30);
+            assert!(
+                (x - y).abs() / scale <= 1e-6,
+                "{what}[{i}]: {x} vs reference {y}"
             );
         }
     }

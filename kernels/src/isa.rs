@@ -25,14 +25,14 @@ macro_rules! simd_fn {
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             struct Op<A>(A);
             impl pulp::WithSimd for Op<($($ty,)*)> {
-                type Output = $crate::kernels::isa::simd_fn!(@output $($ret)?);
+                type Output = $crate::isa::simd_fn!(@output $($ret)?);
                 #[inline(always)]
                 fn with_simd<S: pulp::Simd>(self, _: S) -> Self::Output {
                     let ($($arg,)*) = self.0;
                     $body
                 }
             }
-            $crate::kernels::isa::arch().dispatch(Op(($($arg,)*)))
+            $crate::isa::arch().dispatch(Op(($($arg,)*)))
         }
     };
     (@output) => { () };

@@ -35,8 +35,8 @@ simd_fn! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::buffers::reuse;
-    use crate::kernels::layouts::{ConvLayout, relayout};
+    use crate::buffers::reuse;
+    use crate::layouts::{ConvLayout, relayout};
     use crate::reference::testing::{assert_close, channels_last, random};
     use crate::reference::{self, Maps};
 

@@ -1,14 +1,17 @@
 //! The network of Keras's `mnist_cnn.py`, defined once: its sizes, its dropout rates, its
 //! initialisation, and its parameters by name.
 //!
-//! Everything else reads from here: burn's `Model` (`engine::modules`, the `flex` feature) builds its layers
+//! Everything else reads from here: the app's burn `Model` (`engine::modules`, the `flex` feature) builds its layers
 //! from these sizes, the CPU kernels size their buffers with them, and [`Params`] is the one
 //! named parameter set that the kernels, Adadelta, the checkpoint and the conversion to and
 //! from burn's `Model` all share.
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
-pub use crate::data::idx::{NUM_CLASSES, PIXELS, ROWS as SIDE};
+/// Side of an input image (MNIST's 28 x 28), its pixels, and the classes (digits).
+pub const SIDE: usize = 28;
+pub const PIXELS: usize = SIDE * SIDE;
+pub const NUM_CLASSES: usize = 10;
 
 /// Both convolutions are 3x3, "valid" (no padding), stride 1.
 pub const KERNEL: usize = 3;
@@ -253,7 +256,7 @@ impl Params {
 
     /// The same weights with random biases (fresh ones are zero), so that tests of the
     /// kernels exercise the bias layouts too.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "testing"))]
     pub fn with_random_biases(mut self, seed: u64) -> Params {
         let mut rng = StdRng::seed_from_u64(seed);
         for (i, values) in self.values_mut().into_iter().enumerate() {

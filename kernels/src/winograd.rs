@@ -126,7 +126,7 @@ impl Filters {
                 at / (C1 / 2 * C2),
             );
             let u = |c: usize| u[(point * C1 + c) * C2 + group * CHANNEL_BLOCK + lane];
-            *w = crate::kernels::bf16::pair(u(2 * pair), u(2 * pair + 1));
+            *w = crate::bf16::pair(u(2 * pair), u(2 * pair + 1));
         }
         Some(Filters::Bf16 { words, unit })
     }
@@ -156,7 +156,7 @@ simd_fn! {
         // Rows of tiles per pass: one in f32, whose transformed inputs then stay in L1 and
         // products in L2; two in bf16, whose products go 16 output channels at a time. A
         // constant either way, so that the indices below fold.
-        let wide = crate::kernels::isa::wide::<S>();
+        let wide = crate::isa::wide::<S>();
         match u {
             Filters::F32(_) => passes::<1>(a1_nhwc, u, b2, scratch, pooled, winner, wide),
             Filters::Bf16 { .. } => passes::<BF16_ROWS>(a1_nhwc, u, b2, scratch, pooled, winner, wide),
@@ -365,7 +365,7 @@ pub(super) mod bf16 {
 
     /// The instructions that multiply the bf16 values.
     #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-    pub(in crate::kernels) enum Unit {
+    pub(crate) enum Unit {
         /// AVX-512's `vdpbf16ps`, 16 lanes at a time.
         Avx512,
         /// AMX's tile multiply, on processors with AMX-BF16 (Intel's since Sapphire Rapids).
@@ -374,10 +374,10 @@ pub(super) mod bf16 {
 
     impl Unit {
         /// Whether this processor (and, for AMX, the operating system) lets us run it.
-        pub(in crate::kernels) fn available(self) -> bool {
+        pub(crate) fn available(self) -> bool {
             match self {
-                Unit::Avx512 => crate::kernels::isa::avx512_bf16(),
-                Unit::Amx => crate::kernels::isa::amx_bf16(),
+                Unit::Avx512 => crate::isa::avx512_bf16(),
+                Unit::Amx => crate::isa::amx_bf16(),
             }
         }
     }
@@ -392,10 +392,7 @@ pub(super) mod bf16 {
         /// `v` [point][tile][32] (f32) rounded to bf16, nearest even.
         pub(super) fn pack(v: &[f32]) -> Band {
             let mut band = Band([[0; C1 / 2]; POINTS * BAND]);
-            crate::kernels::bf16::bf16_pairs(
-                &v[..BF16_ROWS * ROW_INPUTS],
-                band.0.as_flattened_mut(),
-            );
+            crate::bf16::bf16_pairs(&v[..BF16_ROWS * ROW_INPUTS], band.0.as_flattened_mut());
             band
         }
     }
@@ -462,7 +459,7 @@ pub(super) mod bf16 {
         use std::arch::asm;
 
         use super::{BAND, Band, C1, C2, CHANNEL_BLOCK, POINTS};
-        use crate::kernels::amx::TileConfig;
+        use crate::amx::TileConfig;
 
         /// The tiles, two sets so that one point's multiply overlaps the next's loads and
         /// stores: products tmm0 and tmm3 (12 tiles × 16 f32), inputs tmm1 and tmm4 (12

@@ -143,7 +143,7 @@ mod tests {
         };
         // Whole passes of 64 units, a slice's last few units, both.
         for (first, len) in [(0, 64), (4, 36), (20, 8), (48, 100), (8, 192)] {
-            let runs = crate::kernels::isa::on_every_instruction_set(|| {
+            let runs = crate::isa::on_every_instruction_set(|| {
                 let mut values = vec![1.0; len];
                 Dropout::Seeded(seed).apply(layer, first, &mut values);
                 values

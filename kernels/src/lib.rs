@@ -1,13 +1,20 @@
-//! Hand-written CPU kernels for paths where burn's generic `flex` ops leave most of the
-//! machine idle: the forward pass, with or without dropout ([`forward`]), which evaluation,
-//! prediction and training share, and the training step's backward pass ([`training`]). Each
-//! kernel is tested against burn's own ops or the reference layers on random inputs. The
-//! opt-in bf16 evaluation runs on AVX512_BF16, or on AMX's tiles where there are (`amx.rs`).
+//! mnist-cnn's numerics, apart from everything else: the network's sizes and named
+//! parameters ([`network`]), the network in plain loops ([`reference`](mod@reference), to read
+//! first), the fast CPU kernels that are tested against it, Adadelta's update ([`adadelta`]),
+//! the scoring of logits ([`metrics`]) and the random streams ([`rng`]). It depends on no
+//! engine, file format, network or server crate, so `cargo test -p mnist-cnn-kernels` builds
+//! and runs alone; the tests that hold these kernels to burn's own ops and autodiff live in
+//! the app crate (`src/engine/held_to_burn.rs`).
 //!
-//! The boundary: kernels take and return plain `f32` slices in row-major layouts stated at
-//! each function; nothing here knows about burn tensors. Parameters cross it as
+//! The kernels: the forward pass, with or without dropout ([`forward`]), which evaluation,
+//! prediction and training share, and the training step's backward pass ([`training`]). Each
+//! kernel is tested against the reference layers on random inputs. The opt-in bf16
+//! evaluation runs on AVX512_BF16, or on AMX's tiles where there are (`amx.rs`).
+//!
+//! The boundary: kernels take and return plain `f32` slices in row-major layouts (the table
+//! below); nothing here knows about tensors. Parameters cross it as
 //! [`Params`](crate::network::Params), in burn's own layouts; sizes come from
-//! [`network`](crate::network).
+//! [`network`].
 //!
 //! Activations are channels-last inside the convolutions, so that a pixel's channels are one
 //! vector: the unit of conv1, of conv2's Winograd transforms (`winograd.rs`), and of the
@@ -41,8 +48,9 @@
 //! | Winograd filters `u` | f32: `[point][in 32][out 64]`; bf16: `[point][out block of 16][in pair][16]` u32 | `winograd::filters`, `Filters::bf16_on` | the products |
 //! | AMX dense weights | `[input pair][out]` u32, the even input in the low half | `DenseWeights::pack` | `amx::products` |
 //!
-//! PyTorch's layouts (import and export) never reach the kernels: see `formats/`.
+//! PyTorch's layouts (import and export) never reach the kernels: see the app's `src/formats/`.
 
+pub mod adadelta;
 mod amx;
 mod bf16;
 mod buffers;
@@ -53,7 +61,11 @@ pub mod forward;
 mod gemm;
 pub mod isa;
 mod layouts;
+pub mod metrics;
+pub mod network;
 pub mod parts;
+pub mod reference;
+pub mod rng;
 mod sparse;
 pub mod training;
 mod transpose;
