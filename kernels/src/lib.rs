@@ -56,6 +56,7 @@ mod bf16;
 mod buffers;
 pub mod choice;
 mod conv1;
+mod conv_backward;
 pub mod dropout;
 pub mod forward;
 mod gemm;
