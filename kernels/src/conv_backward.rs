@@ -472,9 +472,9 @@ simd_fn! {
     /// where the ReLU passed it. The images need no gradient. The reference:
     /// `reference::{relu_backward, conv_backward}`.
     fn conv1_backward(img: &[f32], a1_nhwc: &[f32], dz1: &[f32], dw1: &mut [f32], db1: &mut [f32]) {
-        // Both gradients stay in registers over the image's pixels: every channel in 18 of
-        // AVX-512's 32, eight channels a pass (9 of AVX2's 16) otherwise; each value's sum
-        // runs in pixel order either way.
+        // Both gradients stay in registers over the image's pixels: every channel's weight
+        // gradient in 18 of AVX-512's 32 and its bias gradient in 2 more; eight channels a
+        // pass otherwise (9 + 1 of AVX2's 16). Each value's sum runs in pixel order either way.
         if isa::wide::<S>() {
             conv1_gradients::<C1>(img, a1_nhwc, dz1, dw1, db1);
         } else {
