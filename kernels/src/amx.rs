@@ -52,7 +52,8 @@ impl DenseWeights {
 }
 
 /// `x` [rows × inputs] · `w` + `bias`, then ReLU if asked, with `x` and `w` in bf16 and the
-/// sums in f32: [`super::dense`] on AMX. Only where [`isa::amx_bf16`] said yes.
+/// sums in f32: [`super::dense`] on AMX. Only where [`isa::amx_bf16`] said yes. The
+/// reference: `reference::dense_forward` (to bf16's rounding).
 pub(super) fn dense(x: &[f32], w: &DenseWeights, bias: &[f32], relu: bool) -> Vec<f32> {
     assert!(isa::amx_bf16() && bias.len() == w.outputs && x.len().is_multiple_of(w.inputs));
     let (inputs, outputs) = (w.inputs, w.outputs);

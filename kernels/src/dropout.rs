@@ -55,7 +55,8 @@ impl Dropout {
     }
 
     /// Multiplies `values`, the units of `layer` from position `first` of the batch on, by
-    /// their masks: 0 or [`Dropout::scale`]. `first` and the length are multiples of 4.
+    /// their masks: 0 or [`Dropout::scale`]. `first` and the length are multiples of 4. The
+    /// reference: `reference::dropout_forward` with [`Dropout::masks`].
     pub fn apply(self, layer: Layer, first: usize, values: &mut [f32]) {
         if let Dropout::Seeded(seed) = self {
             assert!(first.is_multiple_of(4) && values.len().is_multiple_of(4));

@@ -120,13 +120,15 @@ impl<'a> Net<'a> {
     }
 
     /// Logits, [n × 10], of `pixels` (scaled to [0, 1], 784 per image), without dropout.
+    /// The reference: `reference::forward`.
     pub fn logits(&self, pixels: &[f32]) -> Vec<f32> {
         let pass = self.run(pixels, Dropout::Off, false);
         spare(pass.features);
         pass.logits
     }
 
-    /// The forward pass with `dropout`; `trace` keeps what the backward pass needs.
+    /// The forward pass with `dropout`; `trace` keeps what the backward pass needs. The
+    /// reference: `reference::forward` with the same masks.
     pub(super) fn run(&self, pixels: &[f32], dropout: Dropout, trace: bool) -> Pass {
         // Settled before the pass's buffers exist: the first time, its timing trial's own
         // buffers then add nothing to the process's peak memory.

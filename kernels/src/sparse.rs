@@ -44,7 +44,9 @@ pub(super) fn pays() -> bool {
 
 /// The loss's gradient with respect to the features, `dfeatures[i][j] = Σ_o dh[i][o] ·
 /// w[j][o]`: `dh` [n × 128], the hidden layer's gradient before its ReLU; `w` the layer's
-/// weights [9216 × 128]; written in full into `out` [n × 9216].
+/// weights [9216 × 128]; written in full into `out` [n × 9216]. The reference:
+/// `reference::dense_backward`'s input gradient (held to the GEMM's bytes and, through
+/// `dense_backward`, to the reference).
 pub(super) fn input_gradient(dh: &[f32], w: &[f32], out: &mut [f32]) {
     assert_eq!(w.len(), FEATURES * HIDDEN);
     assert_eq!(out.len() / FEATURES, dh.len() / HIDDEN);
@@ -84,7 +86,8 @@ fn images_per_task(n: usize) -> usize {
 }
 
 /// The gradient of the weights, `dw[j][o] = Σ_i features[i][j] · dh[i][o]`: `features`
-/// [n × 9216] after dropout, `dh` [n × 128]; written in full into `dw` [9216 × 128].
+/// [n × 9216] after dropout, `dh` [n × 128]; written in full into `dw` [9216 × 128]. The
+/// reference: `reference::dense_backward`'s weight gradient.
 pub(super) fn weight_gradient(features: &[f32], dh: &[f32], dw: &mut [f32]) {
     let n = dh.len() / HIDDEN;
     assert_eq!(features.len(), n * FEATURES);
@@ -107,7 +110,8 @@ const KC: usize = 512;
 const SUB: usize = 64;
 
 /// The first dense layer's product, `out[i][o] = Σ_j features[i][j] · w[j][o]`: `features`
-/// [n × 9216], `w` [9216 × 128]; written in full into `out` [n × 128].
+/// [n × 9216], `w` [9216 × 128]; written in full into `out` [n × 128]. The reference:
+/// `reference::dense_forward` (without its bias).
 pub(super) fn forward(features: &[f32], w: &[f32], out: &mut [f32]) {
     assert_eq!(w.len(), FEATURES * HIDDEN);
     let n = out.len() / HIDDEN;

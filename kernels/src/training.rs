@@ -30,7 +30,8 @@ pub struct Step {
 }
 
 /// The forward and backward pass of the mean softmax cross-entropy of `labels` over `pixels`
-/// (scaled to [0, 1], 784 per image), at parameters `w`, with `dropout`.
+/// (scaled to [0, 1], 784 per image), at parameters `w`, with `dropout`. The reference:
+/// `reference::step`.
 pub fn step(w: &Params, pixels: &[f32], labels: &[u8], dropout: Dropout) -> Step {
     let mut grads = Params::zeros();
     let (loss, correct) = step_into(w, pixels, labels, dropout, &mut grads);

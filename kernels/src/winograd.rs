@@ -138,7 +138,8 @@ simd_fn! {
     /// and ReLU once per pooled value (both commute with max), written to `pooled` in burn's
     /// flatten order (channel, y, x). `winner`, when given, records which of the four values
     /// won (0..4, row-major in the window), for the backward pass. `scratch` holds
-    /// [`SCRATCH`] floats; its contents do not matter.
+    /// [`SCRATCH`] floats; its contents do not matter. The reference:
+    /// `reference::{conv_forward, relu_forward, maxpool_forward}`.
     pub(super) fn conv2_pool(
         a1_nhwc: &[f32],
         u: &Filters,
