@@ -120,39 +120,46 @@ impl Question {
 /// benchmarks that time both paths in one process. A path this processor cannot run is ignored.
 pub fn pin(question: Question, path: Option<Path>) {
     let index = path
+        .filter(|p| question.runnable().contains(p))
         .and_then(|p| question.paths().iter().position(|&q| q == p))
         .map_or(0, |i| i as u8 + 1);
     question.pins().store(index, Ordering::Relaxed);
 }
 
-/// How `question` is settled in this process (timing both paths the first time), or `None`
-/// where this processor runs neither path (bf16 without AVX512_BF16).
-pub fn decision(question: Question) -> Option<Decision> {
-    let runnable = question.runnable();
-    let pinned = question.pins().load(Ordering::Relaxed);
-    if let Some(&path) = question.paths().get(usize::from(pinned).wrapping_sub(1))
-        && runnable.contains(&path)
-    {
-        let by = By::Pinned;
-        return Some(Decision {
-            question,
-            picked: path,
-            by,
-            timings: Vec::new(),
-        });
-    }
+/// The path [`pin`] set, if any (always one this processor runs).
+fn pinned(question: Question) -> Option<Path> {
+    let index = usize::from(question.pins().load(Ordering::Relaxed));
+    question.paths().get(index.wrapping_sub(1)).copied()
+}
+
+/// The decision this process settled on for `question`, the first call timing its paths.
+fn settled(question: Question) -> &'static Option<Decision> {
     static DENSE1: OnceLock<Option<Decision>> = OnceLock::new();
     static BF16: OnceLock<Option<Decision>> = OnceLock::new();
     let once = match question {
         Question::Dense1 => &DENSE1,
         Question::Bf16 => &BF16,
     };
-    once.get_or_init(|| settle(question, &runnable)).clone()
+    once.get_or_init(|| settle(question, &question.runnable()))
 }
 
-/// The path `question` takes: [`decision`]'s pick.
+/// How `question` is settled in this process (timing both paths the first time), or `None`
+/// where this processor runs neither path (bf16 without AVX512_BF16).
+pub fn decision(question: Question) -> Option<Decision> {
+    match pinned(question) {
+        Some(path) => Some(Decision {
+            question,
+            picked: path,
+            by: By::Pinned,
+            timings: Vec::new(),
+        }),
+        None => settled(question).clone(),
+    }
+}
+
+/// The path `question` takes: [`decision`]'s pick, without copying it (asked every pass).
 pub(super) fn path(question: Question) -> Option<Path> {
-    decision(question).map(|d| d.picked)
+    pinned(question).or_else(|| settled(question).as_ref().map(|d| d.picked))
 }
 
 fn settle(question: Question, runnable: &[Path]) -> Option<Decision> {
